@@ -1,0 +1,168 @@
+//! Mounting: validate, fork into the background, mount, serve until unmounted.
+//!
+//! The parent process returns only once the mount is live (or with the
+//! child's error), so `ovlfs ... MNT && ls MNT` works as with the kernel.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use fuser::{MountOption, SessionACL};
+
+use crate::engine::Overlay;
+use crate::fuse::OverlayFs;
+use crate::params::Config;
+use crate::sys;
+
+/// Everything a mount needs besides the overlay options.
+pub struct MountRequest {
+    pub config: Config,
+    pub mountpoint: PathBuf,
+    /// Shown as the mount's source in /proc/mounts.
+    pub source: String,
+    pub foreground: bool,
+}
+
+fn fuse_mount_options(cfg: &Config, source: &str) -> Vec<MountOption> {
+    let mut opts = vec![
+        MountOption::FSName(source.to_string()),
+        MountOption::Subtype("ovlfs".into()),
+        // The kernel overlay checks permissions against the overlay inode with
+        // the caller's credentials; the FUSE kernel does exactly that here.
+        MountOption::DefaultPermissions,
+    ];
+    if cfg.read_only {
+        opts.push(MountOption::RO);
+    }
+    let has = |o: &str| cfg.fuse_options.iter().any(|x| x == o);
+    // Like the kernel overlay (and unlike FUSE's default), honour devices and
+    // set-id bits unless told otherwise.
+    if !has("nodev") {
+        opts.push(MountOption::Dev);
+    }
+    if !has("nosuid") {
+        opts.push(MountOption::Suid);
+    }
+    for o in &cfg.fuse_options {
+        let m = match o.as_str() {
+            "nodev" => MountOption::NoDev,
+            "nosuid" => MountOption::NoSuid,
+            "exec" => MountOption::Exec,
+            "noexec" => MountOption::NoExec,
+            "atime" | "strictatime" => MountOption::Atime,
+            "noatime" => MountOption::NoAtime,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            "dirsync" => MountOption::DirSync,
+            s if s.starts_with("context=")
+                || s.starts_with("fscontext=")
+                || s.starts_with("defcontext=")
+                || s.starts_with("rootcontext=") =>
+            {
+                MountOption::CUSTOM(s.to_string())
+            }
+            // relatime is the kernel's default; the others have no FUSE equivalent.
+            _ => continue,
+        };
+        opts.push(m);
+    }
+    opts
+}
+
+fn check_mountpoint(p: &Path) -> Result<()> {
+    let md = std::fs::metadata(p).with_context(|| format!("mountpoint {}", p.display()))?;
+    if !md.is_dir() {
+        bail!("mountpoint {}: not a directory", p.display());
+    }
+    Ok(())
+}
+
+/// Mount and serve. In the background case this returns in the parent once
+/// the mount is live; the child serves until unmounted and then exits.
+pub fn run(req: MountRequest) -> Result<()> {
+    check_mountpoint(&req.mountpoint)?;
+    sys::raise_nofile_limit();
+    let ovl = Overlay::new(req.config.clone()).map_err(anyhow::Error::new)?;
+    if req.foreground {
+        return serve(ovl, &req, None);
+    }
+    let (rd, wr) = sys::pipe().context("pipe")?;
+    match sys::fork().context("fork")? {
+        sys::Forked::Parent => {
+            drop(wr);
+            wait_for_child(rd)
+        }
+        sys::Forked::Child => {
+            drop(rd);
+            sys::detach(req.config.debug);
+            let code = match serve(ovl, &req, Some(wr)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// Parent side: the child writes "ok" once mounted, or an error message.
+fn wait_for_child(rd: OwnedFd) -> Result<()> {
+    let mut msg = String::new();
+    std::fs::File::from(rd)
+        .read_to_string(&mut msg)
+        .context("waiting for the daemon")?;
+    match msg.strip_prefix("ok") {
+        Some(_) => Ok(()),
+        None if msg.is_empty() => bail!("the daemon exited before the mount was live"),
+        None => bail!("{}", msg.trim_end()),
+    }
+}
+
+fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()> {
+    sys::clear_umask();
+    let cfg = ovl.config().clone();
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = fuse_mount_options(&cfg, &req.source);
+    fcfg.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fcfg.n_threads = Some(cfg.threads);
+    fcfg.clone_fd = true;
+    sys::block_stop_signals();
+    let fs = OverlayFs::new(Arc::new(ovl), cfg.debug);
+    let session = fuser::Session::new(fs, &req.mountpoint, &fcfg);
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot mount {}: {e}", req.mountpoint.display());
+            if let Some(w) = ready {
+                let _ = std::fs::File::from(w).write_all(msg.as_bytes());
+            }
+            bail!(msg);
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let mnt = req.mountpoint.clone();
+    std::thread::spawn(move || {
+        let sig = sys::wait_stop_signal();
+        tracing::info!(sig, mountpoint = %mnt.display(), "signal: unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!(%e, "unmount on signal failed; lazily detaching");
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+        }
+    });
+    if let Some(w) = ready {
+        let _ = std::fs::File::from(w).write_all(b"ok");
+    }
+    session.run().context("serving FUSE requests")?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Copy-up: giving a lower object an upper copy before it is changed.
+//!
+//! A transaction through `W/work`: the copy is built there under a temporary
+//! name (data, xattrs, owner, mode, times), fsynced unless the mount is
+//! volatile, and renamed into place; a crash leaves either no upper object or
+//! a complete one. Parents are copied up first. The parent's times are
+//! restored afterwards, as the kernel does.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use super::node::Node;
+use super::{Errno, Overlay, Result};
+use crate::params::FsyncMode;
+use crate::sys::{self, Stat};
+
+const CHUNK: usize = 8 << 20;
+
+fn ts(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+impl Overlay {
+    /// The upper directory of a directory node, copying it (and its parents) up if needed.
+    pub(super) fn upper_dir(&self, dir: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        self.copy_up(dir)
+    }
+
+    /// Make sure `node` has an upper object and return it.
+    pub(super) fn copy_up(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        self.copy_up_with(node, true)
+    }
+
+    /// Copy up; `with_data: false` makes an empty regular file (for O_TRUNC opens).
+    pub(super) fn copy_up_with(&self, node: &Arc<Node>, with_data: bool) -> Result<Arc<OwnedFd>> {
+        self.check_writable()?;
+        if let Some(u) = node.upper() {
+            return Ok(u);
+        }
+        let (parent, name) = node.parent_and_name();
+        // Parents first, without holding this node's lock (lock order: parent before child).
+        let parent = parent.ok_or(Errno::EIO)?;
+        let pfd = self.copy_up(&parent)?;
+        let _guard = node.copy_up_lock.lock().unwrap();
+        if let Some(u) = node.upper() {
+            return Ok(u);
+        }
+        let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
+        let st = sys::fstat(lower.fd.as_fd())?;
+        let pst = sys::fstat(pfd.as_fd())?;
+        let work = self.work_fd()?;
+        let tmp = self.tmp_name();
+        let result = self
+            .build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data)
+            .and_then(|()| {
+                sys::renameat2(
+                    work.as_fd(),
+                    &tmp,
+                    pfd.as_fd(),
+                    &name,
+                    sys::RENAME_NOREPLACE,
+                )
+            });
+        if let Err(e) = result {
+            let _ = super::remove_tree(work.as_fd(), &tmp);
+            tracing::error!(?name, %e, "copy-up failed");
+            return Err(e);
+        }
+        if self.cfg.fsync == FsyncMode::Strict {
+            let _ = sys::reopen(pfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
+                .and_then(|d| sys::fsync(d.as_fd(), false));
+        }
+        // The rename changed the parent's times; put them back.
+        let _ = sys::futimens_path(
+            pfd.as_fd(),
+            Some(ts(pst.st_atime, pst.st_atime_nsec)),
+            Some(ts(pst.st_mtime, pst.st_mtime_nsec)),
+        );
+        let ufd = sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let ust = sys::fstat(ufd.as_fd())?;
+        let ufd = Arc::new(ufd);
+        node.state.write().unwrap().upper = Some(ufd.clone());
+        self.nodes.rekey(node, (ust.st_dev, ust.st_ino));
+        Ok(ufd)
+    }
+
+    /// Build a copy of `src` as `work/tmp`: the object, then xattrs, owner, mode, times.
+    fn build_copy(
+        &self,
+        src: BorrowedFd<'_>,
+        st: &Stat,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        with_data: bool,
+    ) -> Result<()> {
+        let kind = st.st_mode & libc::S_IFMT;
+        let perm = st.st_mode & 0o7777;
+        match kind {
+            libc::S_IFDIR => sys::mkdirat(work, tmp, perm)?,
+            libc::S_IFLNK => sys::symlinkat(&sys::readlink_fd(src)?, work, tmp)?,
+            libc::S_IFREG => {
+                let out = sys::openat(
+                    work,
+                    tmp,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )?;
+                if with_data {
+                    let input = sys::reopen(src, libc::O_RDONLY)?;
+                    copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                }
+                if self.fsync_data() {
+                    sys::fsync(out.as_fd(), false)?;
+                }
+            }
+            _ => sys::mknodat(work, tmp, st.st_mode, st.st_rdev)?,
+        }
+        let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        self.copy_xattrs(src, dst.as_fd())?;
+        sys::fchown(dst.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
+        if kind != libc::S_IFLNK {
+            // After chown, which clears set-id bits.
+            sys::fchmod(dst.as_fd(), perm)?;
+        }
+        sys::utimensat(
+            work,
+            tmp,
+            Some(ts(st.st_atime, st.st_atime_nsec)),
+            Some(ts(st.st_mtime, st.st_mtime_nsec)),
+        )
+    }
+
+    /// Copy every xattr but the overlay's private ones.
+    pub(super) fn copy_xattrs(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<()> {
+        let names = match sys::listxattr(src) {
+            Ok(n) => n,
+            Err(e) if e == Errno::EOPNOTSUPP || e == Errno::EPERM => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in names {
+            if !self.xattr.copy_on_copy_up(&name) {
+                continue;
+            }
+            let value = match sys::getxattr(src, &name) {
+                Ok(v) => v,
+                Err(e) if e == Errno::ENODATA => continue,
+                Err(e) => return Err(e),
+            };
+            match sys::setxattr(dst, &name, &value, 0) {
+                Ok(()) => {}
+                // The upper may not take a namespace the lower had (as in the kernel,
+                // security.* labels and the like are best effort).
+                Err(e) if e == Errno::EOPNOTSUPP || e == Errno::EPERM => {
+                    tracing::warn!(?name, %e, "xattr not copied up");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copy `len` bytes, keeping holes: reflink if the filesystem can, else
+/// copy_file_range over each data extent, else read/write.
+pub(super) fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, len: u64) -> Result<()> {
+    if len == 0 || sys::ficlone(out, input).is_ok() {
+        return Ok(());
+    }
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match sys::lseek(input, pos as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e == Errno::ENXIO => break, // only a hole remains
+            Err(_) => pos,                        // no SEEK_DATA: treat all as data
+        };
+        let end = match sys::lseek(input, data as i64, libc::SEEK_HOLE) {
+            Ok(h) => (h as u64).min(len),
+            Err(_) => len,
+        };
+        copy_range(input, out, data, end)?;
+        pos = end;
+    }
+    sys::ftruncate(out, len)
+}
+
+/// Copy bytes [from, to) at the same offsets.
+pub(super) fn copy_range(
+    input: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    let mut off = from;
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while off < to {
+        let want = ((to - off) as usize).min(CHUNK);
+        if use_cfr {
+            match sys::copy_file_range(input, off, out, off, want) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    off += n as u64;
+                    continue;
+                }
+                Err(_) => use_cfr = false,
+            }
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; CHUNK.min(1 << 20)];
+        }
+        let n = sys::pread(input, &mut buf[..want.min(1 << 20)], off)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < n {
+            done += sys::pwrite(out, &buf[done..n], off + done as u64)?;
+        }
+        off += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Open files: open (copy-up for writing), read, write, fsync and friends.
+//!
+//! A handle opened read-only on a lower file follows its file when it is
+//! copied up later: the next read reopens the upper copy, so writes made
+//! through other handles are seen, as in the kernel since 4.19.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::node::Node;
+use super::{Errno, Overlay, Result};
+use crate::sys;
+
+/// One open of a regular file.
+pub struct OpenFile {
+    pub node: Arc<Node>,
+    flags: i32,
+    fd: RwLock<Arc<OwnedFd>>,
+    on_upper: AtomicBool,
+}
+
+impl OpenFile {
+    pub fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE != libc::O_RDONLY
+    }
+
+    /// The real fd, switched to the upper copy if the file was copied up since.
+    pub(super) fn real_fd(&self) -> Result<Arc<OwnedFd>> {
+        if !self.on_upper.load(Ordering::Acquire)
+            && let Some(up) = self.node.upper()
+        {
+            let fresh = Arc::new(sys::reopen(up.as_fd(), self.flags & !libc::O_TRUNC)?);
+            *self.fd.write().unwrap() = fresh;
+            self.on_upper.store(true, Ordering::Release);
+        }
+        Ok(self.fd.read().unwrap().clone())
+    }
+}
+
+#[derive(Default)]
+pub struct FileTable {
+    map: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    next: AtomicU64,
+}
+
+impl FileTable {
+    pub fn get(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.map.read().unwrap().get(&fh).cloned()
+    }
+
+    pub(super) fn insert(&self, f: OpenFile) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map.write().unwrap().insert(fh, Arc::new(f));
+        fh
+    }
+
+    fn remove(&self, fh: u64) {
+        self.map.write().unwrap().remove(&fh);
+    }
+}
+
+/// Flags the real open may carry: creation is ours, not the caller's.
+fn real_flags(flags: i32) -> i32 {
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Overlay {
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let node = self.node(ino)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if wants_write(flags) {
+            self.check_writable()?;
+            if !node.has_upper() {
+                self.copy_up_with(&node, flags & libc::O_TRUNC == 0)?;
+            }
+        }
+        let (fd, on_upper) = match node.upper() {
+            Some(u) => (u, true),
+            None => (node.top_fd(), false),
+        };
+        let real = sys::reopen(fd.as_fd(), real_flags(flags))?;
+        Ok(self.register_open(node, flags, real, on_upper))
+    }
+
+    pub(super) fn register_open(
+        &self,
+        node: Arc<Node>,
+        flags: i32,
+        real: OwnedFd,
+        on_upper: bool,
+    ) -> u64 {
+        self.files.insert(OpenFile {
+            node,
+            flags: real_flags(flags),
+            fd: RwLock::new(Arc::new(real)),
+            on_upper: AtomicBool::new(on_upper),
+        })
+    }
+
+    fn file(&self, fh: u64) -> Result<Arc<OpenFile>> {
+        self.files.get(fh).ok_or(Errno::EBADF)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
+        let f = self.file(fh)?;
+        let fd = f.real_fd()?;
+        buf.resize(size as usize, 0);
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(())
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let f = self.file(fh)?;
+        let fd = f.real_fd()?;
+        let n = if f.flags & libc::O_APPEND != 0 {
+            sys::write(fd.as_fd(), data)?
+        } else {
+            sys::pwrite(fd.as_fd(), data, offset)?
+        };
+        Ok(n as u32)
+    }
+
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        self.file(fh).map(|_| ())
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.remove(fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let f = self.file(fh)?;
+        sys::fsync(f.real_fd()?.as_fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> Result<()> {
+        let f = self.file(fh)?;
+        sys::fallocate(f.real_fd()?.as_fd(), mode, offset, len)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let f = self.file(fh)?;
+        sys::lseek(f.real_fd()?.as_fd(), offset, whence)
+    }
+
+    /// Copy between two open files; a read-only lower source works too.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let fin = self.file(fh_in)?;
+        let fout = self.file(fh_out)?;
+        if !fout.writable() {
+            return Err(Errno::EBADF);
+        }
+        let (src, dst) = (fin.real_fd()?, fout.real_fd()?);
+        let len = len.min(1 << 30) as usize;
+        match sys::copy_file_range(src.as_fd(), off_in, dst.as_fd(), off_out, len) {
+            Ok(n) => Ok(n as u64),
+            Err(e) if e == Errno::EXDEV || e == Errno::EINVAL || e == Errno::EOPNOTSUPP => {
+                // Layers on different filesystems: copy through our buffer.
+                let mut buf = vec![0u8; len.min(1 << 20)];
+                let n = sys::pread(src.as_fd(), &mut buf, off_in)?;
+                let mut done = 0;
+                while done < n {
+                    done += sys::pwrite(dst.as_fd(), &buf[done..n], off_out + done as u64)?;
+                }
+                Ok(n as u64)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

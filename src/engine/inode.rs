@@ -1,0 +1,162 @@
+//! Attributes and xattrs: getattr, setattr (with copy-up), readlink, statfs,
+//! and the xattr calls with the overlay's private names hidden and escaped.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+
+use super::node::Node;
+use super::{Errno, Overlay, Result};
+use crate::sys::{self, Stat};
+
+/// Attributes of an overlay inode, as the overlay shows them.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub ino: u64,
+    pub stat: Stat,
+}
+
+/// A time to set: a given instant or "now".
+#[derive(Debug, Clone, Copy)]
+pub enum Timestamp {
+    Now,
+    At { sec: i64, nsec: i64 },
+}
+
+impl Timestamp {
+    fn to_timespec(self) -> libc::timespec {
+        match self {
+            Timestamp::Now => sys::now_timespec(),
+            Timestamp::At { sec, nsec } => libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+        }
+    }
+}
+
+/// The changes of one setattr call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    /// The open file the change came through, if any.
+    pub fh: Option<u64>,
+}
+
+impl Overlay {
+    pub(super) fn attr_of(&self, node: &Node) -> Result<Attr> {
+        let mut stat = node.stat()?;
+        // Counting subdirectories across layers is not worth it: nlink 1 tells
+        // find and friends not to rely on it, as the kernel overlay does.
+        if node.is_dir() && node.is_merged() {
+            stat.st_nlink = 1;
+        }
+        Ok(Attr {
+            ino: node.ino,
+            stat,
+        })
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let node = self.node(ino)?;
+        self.attr_of(&node)
+    }
+
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr> {
+        let node = self.node(ino)?;
+        self.check_writable()?;
+        let upper = if set.size == Some(0) && !node.is_dir() {
+            self.copy_up_with(&node, false)?
+        } else {
+            self.copy_up(&node)?
+        };
+        let fd = upper.as_fd();
+        if let Some(size) = set.size {
+            match set.fh.and_then(|fh| self.files.get(fh)) {
+                Some(f) if f.writable() => sys::ftruncate(f.real_fd()?.as_fd(), size)?,
+                _ => {
+                    let w = sys::reopen(fd, libc::O_WRONLY)?;
+                    sys::ftruncate(w.as_fd(), size)?;
+                }
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            sys::fchown(fd, set.uid, set.gid)?;
+        }
+        if let Some(mode) = set.mode {
+            if node.kind == libc::S_IFLNK {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            sys::fchmod(fd, mode & 0o7777)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let a = set.atime.map(Timestamp::to_timespec);
+            let m = set.mtime.map(Timestamp::to_timespec);
+            if node.kind == libc::S_IFLNK {
+                let (parent, name) = node.parent_and_name();
+                let pfd = self.upper_dir(&parent.ok_or(Errno::EIO)?)?;
+                sys::utimensat(pfd.as_fd(), &name, a, m)?;
+            } else {
+                sys::futimens_path(fd, a, m)?;
+            }
+        }
+        self.attr_of(&node)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<OsString> {
+        let node = self.node(ino)?;
+        if node.kind != libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        sys::readlink_fd(node.top_fd().as_fd())
+    }
+
+    /// statfs of the upper filesystem (of the top lower without one); the name
+    /// length is the largest of all layers'.
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        let top = self.upper.as_ref().unwrap_or(&self.lowers[0]);
+        let mut st = sys::fstatfs(top.root.as_fd())?;
+        for l in &self.lowers {
+            if let Ok(s) = sys::fstatfs(l.root.as_fd()) {
+                st.f_namemax = st.f_namemax.max(s.f_namemax);
+            }
+        }
+        Ok(st)
+    }
+
+    // ---- xattrs ------------------------------------------------------------
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        sys::getxattr(node.top_fd().as_fd(), &self.xattr.to_real(name))
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<OsString>> {
+        let node = self.node(ino)?;
+        let names = sys::listxattr(node.top_fd().as_fd())?;
+        Ok(names.iter().filter_map(|n| self.xattr.to_user(n)).collect())
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let node = self.node(ino)?;
+        self.check_writable()?;
+        let upper = self.copy_up(&node)?;
+        sys::setxattr(upper.as_fd(), &self.xattr.to_real(name), value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        let node = self.node(ino)?;
+        self.check_writable()?;
+        let real = self.xattr.to_real(name);
+        // Nothing to remove: fail without copying up, as the kernel does.
+        if !node.has_upper() {
+            sys::getxattr(node.top_fd().as_fd(), &real)?;
+        }
+        let upper = self.copy_up(&node)?;
+        sys::removexattr(upper.as_fd(), &real)
+    }
+}

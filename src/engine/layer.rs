@@ -1,0 +1,211 @@
+//! Layers: opening and checking the directories of a stack before mounting.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::Errno;
+use crate::format::xattr::XattrNames;
+use crate::params::{Config, FsyncMode};
+use crate::sys;
+
+/// One layer directory, held open for the life of the mount.
+pub struct Layer {
+    pub path: PathBuf,
+    pub root: OwnedFd,
+    /// st_dev of the layer's filesystem.
+    pub dev: u64,
+}
+
+/// Why a stack cannot be mounted. Each names the path and the cause.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error("{path}: {what}: {errno}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        errno: Errno,
+    },
+    #[error("{0}: not a directory")]
+    NotDir(PathBuf),
+    #[error("workdir {work} and upperdir {upper} must be on the same filesystem")]
+    WorkOtherFs { work: PathBuf, upper: PathBuf },
+    #[error("workdir {work} and upperdir {upper} must not be nested in each other")]
+    Nested { work: PathBuf, upper: PathBuf },
+    #[error(
+        "{0}: the upper filesystem does not support {1} xattrs (needed for opaque directories)"
+    )]
+    NoXattr(PathBuf, &'static str),
+    #[error(
+        "{0}: incompatible feature in workdir ({1}); a volatile mount was not shut down cleanly: \
+         remove the upper and work directories' contents or the incompat directory to mount again"
+    )]
+    Incompat(PathBuf, String),
+}
+
+pub(super) struct Setup {
+    pub lowers: Vec<Layer>,
+    pub upper: Option<Layer>,
+    pub work: Option<OwnedFd>,
+}
+
+fn open_dir(path: &Path) -> Result<Layer, SetupError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| SetupError::Io {
+        path: path.into(),
+        what: "bad path",
+        errno: Errno::EINVAL,
+    })?;
+    let root = sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|errno| {
+        if errno == Errno::ENOTDIR {
+            SetupError::NotDir(path.into())
+        } else {
+            SetupError::Io {
+                path: path.into(),
+                what: "cannot open",
+                errno,
+            }
+        }
+    })?;
+    let st = sys::fstat(root.as_fd()).map_err(|errno| SetupError::Io {
+        path: path.into(),
+        what: "cannot stat",
+        errno,
+    })?;
+    Ok(Layer {
+        path: path.into(),
+        root,
+        dev: st.st_dev,
+    })
+}
+
+fn canonical(path: &Path) -> Result<PathBuf, SetupError> {
+    std::fs::canonicalize(path).map_err(|e| SetupError::Io {
+        path: path.into(),
+        what: "cannot resolve",
+        errno: e.into(),
+    })
+}
+
+/// Open the layers of `cfg`, check them as the kernel does, and prepare `W/work`.
+pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
+    let lowers = cfg
+        .lowers
+        .iter()
+        .map(|p| open_dir(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (Some(upper_path), Some(work_path)) = (&cfg.upper, &cfg.work) else {
+        return Ok(Setup {
+            lowers,
+            upper: None,
+            work: None,
+        });
+    };
+    let upper = open_dir(upper_path)?;
+    let workdir = open_dir(work_path)?;
+    if upper.dev != workdir.dev {
+        return Err(SetupError::WorkOtherFs {
+            work: work_path.clone(),
+            upper: upper_path.clone(),
+        });
+    }
+    let (cu, cw) = (canonical(upper_path)?, canonical(work_path)?);
+    if cu.starts_with(&cw) || cw.starts_with(&cu) {
+        return Err(SetupError::Nested {
+            work: work_path.clone(),
+            upper: upper_path.clone(),
+        });
+    }
+    if cfg.read_only {
+        // A read-only mount with an upper layer: the upper is just the top layer.
+        return Ok(Setup {
+            lowers,
+            upper: Some(upper),
+            work: None,
+        });
+    }
+    let work = prepare_workdir(&workdir, cfg)?;
+    probe_xattrs(&workdir, cfg)?;
+    Ok(Setup {
+        lowers,
+        upper: Some(upper),
+        work: Some(work),
+    })
+}
+
+/// `W/work` is scratch: emptied at every mount. `W/work/incompat/*` refuses the mount.
+fn prepare_workdir(workdir: &Layer, cfg: &Config) -> Result<OwnedFd, SetupError> {
+    let io = |what: &'static str| {
+        let path = workdir.path.join("work");
+        move |errno| SetupError::Io {
+            path: path.clone(),
+            what,
+            errno,
+        }
+    };
+    let wdir = workdir.root.as_fd();
+    let name = OsStr::new("work");
+    match sys::fstatat(wdir, name) {
+        Ok(_) => {
+            if let Ok(inc) = sys::openat(
+                wdir,
+                OsStr::new("work/incompat"),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            ) && let Some(e) = sys::read_dir(inc.as_fd())
+                .map_err(io("cannot read"))?
+                .first()
+            {
+                return Err(SetupError::Incompat(
+                    workdir.path.clone(),
+                    e.name.to_string_lossy().into_owned(),
+                ));
+            }
+            super::remove_tree(wdir, name).map_err(io("cannot empty"))?;
+        }
+        Err(e) if e == Errno::ENOENT => {}
+        Err(e) => return Err(io("cannot stat")(e)),
+    }
+    sys::mkdirat(wdir, name, 0).map_err(io("cannot create"))?;
+    let work = sys::openat(
+        wdir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(io("cannot open"))?;
+    if cfg.fsync == FsyncMode::Volatile {
+        // Mark the layers as written without fsync, as the kernel does: a later
+        // mount refuses them until the user clears the flag.
+        for dir in ["incompat", "incompat/volatile"] {
+            sys::mkdirat(work.as_fd(), OsStr::new(dir), 0o755).map_err(io("cannot create"))?;
+        }
+        sys::mknodat(
+            work.as_fd(),
+            OsStr::new("incompat/volatile/dirty"),
+            libc::S_IFREG | 0o644,
+            0,
+        )
+        .map_err(io("cannot create"))?;
+    }
+    Ok(work)
+}
+
+/// The upper must take the overlay's xattrs, or opaque directories cannot be written.
+fn probe_xattrs(workdir: &Layer, cfg: &Config) -> Result<(), SetupError> {
+    let names = XattrNames::new(cfg.userxattr);
+    let probe = names.name("ovlfs-probe");
+    let fd = workdir.root.as_fd();
+    match sys::setxattr(fd, &probe, b"y", 0) {
+        Ok(()) => {
+            let _ = sys::removexattr(fd, &probe);
+            Ok(())
+        }
+        Err(_) => Err(SetupError::NoXattr(
+            workdir.path.clone(),
+            if cfg.userxattr { "user.*" } else { "trusted.*" },
+        )),
+    }
+}

@@ -1,0 +1,321 @@
+//! Resolving a name through the layers.
+//!
+//! Upper first, then each lower directory merged into the parent, top down.
+//! A whiteout hides everything below it; a non-directory or an opaque
+//! directory ends the descent. In lower layers the AUFS/OCI forms count too:
+//! `.wh.NAME` hides NAME in the layers below, `.wh..wh..opq` makes its
+//! directory opaque.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use super::layer::Setup;
+use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO};
+use super::{Errno, Overlay, Result};
+use crate::format::whiteout::{self, WH_OPAQUE, WH_PREFIX};
+use crate::format::xattr::XattrNames;
+use crate::sys::{self, Stat};
+
+/// What a name resolves to in one directory of the overlay.
+#[derive(Default)]
+pub struct Resolved {
+    pub upper: Option<(OwnedFd, Stat)>,
+    /// Lower objects merged into the result, topmost first (several only for directories).
+    pub lowers: Vec<(usize, OwnedFd, Stat)>,
+    /// The upper directory carries the opaque mark.
+    pub opaque: bool,
+    /// A whiteout sits at this name in the upper layer.
+    pub upper_whiteout: bool,
+    /// Some lower layer below the parent holds a (non-whiteout) entry of this name,
+    /// whether or not it shows: removing or moving the name then needs a whiteout.
+    pub lower_positive: bool,
+}
+
+impl Resolved {
+    pub fn visible(&self) -> bool {
+        self.upper.is_some() || !self.lowers.is_empty()
+    }
+
+    /// Stat of the object that shows through.
+    pub fn stat(&self) -> Option<&Stat> {
+        self.upper
+            .as_ref()
+            .map(|(_, s)| s)
+            .or_else(|| self.lowers.first().map(|(_, _, s)| s))
+    }
+
+    pub fn kind(&self) -> Option<u32> {
+        self.stat().map(|s| s.st_mode & libc::S_IFMT)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind() == Some(libc::S_IFDIR)
+    }
+
+    /// Identity under which the node table finds this object: the upper object
+    /// if there is one (copy-up re-keys a node to it), else the top lower one.
+    fn key(&self) -> Key {
+        match (&self.upper, self.lowers.first()) {
+            (Some((_, s)), _) | (None, Some((_, _, s))) => (s.st_dev, s.st_ino),
+            (None, None) => (0, 0),
+        }
+    }
+}
+
+fn is_dir(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd> {
+    sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+}
+
+/// Open and stat `dir/name`; `None` if it does not exist.
+fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd, Stat)>> {
+    match open_path(dir, name) {
+        Ok(fd) => {
+            let st = sys::fstat(fd.as_fd())?;
+            Ok(Some((fd, st)))
+        }
+        Err(e) if e == Errno::ENOENT => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn exists(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    sys::fstatat(dir, name).is_ok()
+}
+
+fn wh_name(name: &OsStr) -> std::ffi::OsString {
+    whiteout::wh_name(name)
+}
+
+/// Whether a directory is opaque: the xattr mark, or (in lower layers) the
+/// `.wh..wh..opq` marker inside it.
+pub(super) fn dir_is_opaque(x: &XattrNames, fd: BorrowedFd<'_>, lower: bool) -> bool {
+    if let Ok(v) = sys::getxattr(fd, &x.opaque())
+        && whiteout::is_opaque_value(&v)
+    {
+        return true;
+    }
+    lower && exists(fd, OsStr::new(WH_OPAQUE))
+}
+
+/// Names the overlay never shows from a lower layer: the AUFS/OCI markers.
+pub(super) fn is_lower_marker(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WH_PREFIX)
+}
+
+impl Overlay {
+    /// Resolve `name` in directory `parent`. With `probe_below`, also find out
+    /// whether a lower layer has the name under an upper object that hides it.
+    pub(super) fn resolve(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        probe_below: bool,
+    ) -> Result<Resolved> {
+        if name.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if !parent.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let (pupper, plowers) = {
+            let st = parent.state.read().unwrap();
+            (st.upper.clone(), st.lowers.clone())
+        };
+        let mut r = Resolved::default();
+        let mut descend = true;
+        if let Some(pu) = &pupper
+            && let Some((fd, st)) = probe(pu.as_fd(), name)?
+        {
+            if whiteout::is_whiteout_stat(&st) {
+                r.upper_whiteout = true;
+                descend = false;
+            } else {
+                if is_dir(&st) {
+                    r.opaque = dir_is_opaque(&self.xattr, fd.as_fd(), false);
+                    descend = !r.opaque;
+                } else {
+                    descend = false;
+                }
+                r.upper = Some((fd, st));
+            }
+        }
+        if !descend {
+            if probe_below && !r.upper_whiteout {
+                r.lower_positive = self.lower_positive(&plowers, name);
+            } else if r.upper_whiteout {
+                // An orphan whiteout is harmless to keep: treat the name as covered.
+                r.lower_positive = true;
+            }
+            return Ok(r);
+        }
+        for lower in &plowers {
+            let dir = lower.fd.as_fd();
+            if let Some((fd, st)) = probe(dir, name)?
+                && !is_lower_marker(name)
+            {
+                if whiteout::is_whiteout_stat(&st) {
+                    break;
+                }
+                r.lower_positive = true;
+                if is_dir(&st) {
+                    let top_is_dir = r.upper.as_ref().is_none_or(|(_, s)| is_dir(s));
+                    if !top_is_dir {
+                        break;
+                    }
+                    let opaque = dir_is_opaque(&self.xattr, fd.as_fd(), true);
+                    r.lowers.push((lower.layer, fd, st));
+                    if opaque {
+                        break;
+                    }
+                } else {
+                    if r.upper.is_none() && r.lowers.is_empty() {
+                        r.lowers.push((lower.layer, fd, st));
+                    }
+                    break;
+                }
+            }
+            if exists(dir, &wh_name(name)) {
+                break;
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether any lower directory merged into the parent has `name` (not whited out).
+    fn lower_positive(&self, plowers: &[LowerEntry], name: &OsStr) -> bool {
+        if is_lower_marker(name) {
+            return false;
+        }
+        for lower in plowers {
+            let dir = lower.fd.as_fd();
+            if let Ok(st) = sys::fstatat(dir, name) {
+                return !whiteout::is_whiteout_stat(&st);
+            }
+            if exists(dir, &wh_name(name)) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Look up `name` in `parent` and return its node with one more kernel reference.
+    pub fn lookup(&self, parent_ino: u64, name: &OsStr) -> Result<Arc<Node>> {
+        let parent = self.node(parent_ino)?;
+        let r = self.resolve(&parent, name, false)?;
+        if !r.visible() {
+            return Err(Errno::ENOENT);
+        }
+        Ok(self.node_for(&parent, name, r))
+    }
+
+    /// The node for a resolved name: the live one if it is the same object, else a new one.
+    pub(super) fn node_for(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
+        let kind = r.kind().unwrap_or(0);
+        let key = r.key();
+        let upper_id = r.upper.as_ref().map(|(_, s)| (s.st_dev, s.st_ino));
+        let top_lower = r.lowers.first().map(|(_, _, s)| (s.st_dev, s.st_ino));
+        let node = self.nodes.get_or_insert(
+            key,
+            |n| {
+                if n.kind != kind {
+                    return false;
+                }
+                // Same object only if the upper side agrees: a copied-up node must not
+                // answer for another name of its old lower inode.
+                match (&upper_id, n.upper()) {
+                    (Some(id), Some(fd)) => sys::fstat(fd.as_fd())
+                        .map(|s| (s.st_dev, s.st_ino) == *id)
+                        .unwrap_or(false),
+                    (None, None) => {
+                        top_lower.is_some()
+                            && n.lowers()
+                                .first()
+                                .and_then(|l| sys::fstat(l.fd.as_fd()).ok())
+                                .map(|s| Some((s.st_dev, s.st_ino)) == top_lower)
+                                .unwrap_or(false)
+                    }
+                    _ => false,
+                }
+            },
+            |ino| {
+                Node::new(
+                    ino,
+                    kind,
+                    NodeState {
+                        parent: Some(parent.clone()),
+                        name: name.to_os_string(),
+                        upper: None,
+                        lowers: Vec::new(),
+                        opaque: false,
+                    },
+                    key,
+                )
+            },
+        );
+        // Refresh what backs the node: new lower dirs can only appear through
+        // our own changes, and the name it was reached by is the one to copy up.
+        let mut st = node.state.write().unwrap();
+        st.parent = Some(parent.clone());
+        st.name = name.to_os_string();
+        st.opaque = r.opaque;
+        if st.upper.is_none()
+            && let Some((fd, _)) = r.upper
+        {
+            st.upper = Some(Arc::new(fd));
+        }
+        st.lowers = r
+            .lowers
+            .into_iter()
+            .map(|(layer, fd, _)| LowerEntry {
+                layer,
+                fd: Arc::new(fd),
+            })
+            .collect();
+        drop(st);
+        node
+    }
+}
+
+/// The root node: the layer roots merged.
+pub(super) fn root_node(setup: &Setup, x: &XattrNames) -> Result<Node> {
+    let dup = |fd: &OwnedFd| -> Result<Arc<OwnedFd>> {
+        Ok(Arc::new(fd.try_clone().map_err(Errno::from)?))
+    };
+    let mut lowers = Vec::new();
+    let mut opaque = false;
+    if let Some(u) = &setup.upper {
+        opaque = dir_is_opaque(x, u.root.as_fd(), false);
+    }
+    if !opaque {
+        for (i, l) in setup.lowers.iter().enumerate() {
+            lowers.push(LowerEntry {
+                layer: i,
+                fd: dup(&l.root)?,
+            });
+            if dir_is_opaque(x, l.root.as_fd(), true) {
+                break;
+            }
+        }
+    }
+    let upper = setup.upper.as_ref().map(|u| dup(&u.root)).transpose()?;
+    let top = upper.clone().unwrap_or_else(|| lowers[0].fd.clone());
+    let st = sys::fstat(top.as_fd())?;
+    Ok(Node::new(
+        ROOT_INO,
+        libc::S_IFDIR,
+        NodeState {
+            parent: None,
+            name: Default::default(),
+            upper,
+            lowers,
+            opaque,
+        },
+        (st.st_dev, st.st_ino),
+    ))
+}

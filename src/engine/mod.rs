@@ -1,0 +1,174 @@
+//! The overlay semantics, free of FUSE: every operation takes node numbers and
+//! names and returns what the kernel overlay would return, errno included.
+//!
+//! One file per operation family, as in the kernel's fs/overlayfs:
+//! `lookup` (names through layers), `readdir` (merged listings), `copy_up`,
+//! `dir` (namespace changes), `inode` (attributes, xattrs), `file` (open files).
+
+mod copy_up;
+mod dir;
+mod errno;
+mod file;
+mod inode;
+mod layer;
+mod lookup;
+mod node;
+mod readdir;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use errno::{Errno, Result};
+pub use file::{FileTable, OpenFile};
+pub use inode::{Attr, SetAttr, Timestamp};
+pub use layer::{Layer, SetupError};
+pub use node::{Node, ROOT_INO};
+pub use readdir::{DirEntry, DirHandle};
+
+use crate::format::xattr::XattrNames;
+use crate::params::{Config, FsyncMode};
+use crate::sys;
+use node::NodeTable;
+
+/// Who asks: the caller's fs credentials as the kernel reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    /// Whether the caller belongs to `gid` (primary or supplementary group).
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || (self.pid != 0 && sys::process_groups(self.pid).contains(&gid))
+    }
+}
+
+/// A mounted overlay stack.
+pub struct Overlay {
+    cfg: Config,
+    xattr: XattrNames,
+    /// Lower layers, topmost first.
+    lowers: Vec<Layer>,
+    upper: Option<Layer>,
+    /// `W/work`: scratch space for atomic copy-up, whiteouts and removal.
+    work: Option<OwnedFd>,
+    nodes: NodeTable,
+    files: FileTable,
+    dirs: readdir::DirTable,
+    tmp_counter: AtomicU64,
+}
+
+impl Overlay {
+    /// Open and check every layer, prepare the workdir, build the root node.
+    pub fn new(cfg: Config) -> std::result::Result<Overlay, SetupError> {
+        let setup = layer::open_layers(&cfg)?;
+        let xattr = XattrNames::new(cfg.userxattr);
+        let root = lookup::root_node(&setup, &xattr).map_err(|e| SetupError::Io {
+            path: cfg.lowers[0].clone(),
+            what: "cannot read the layer roots",
+            errno: e,
+        })?;
+        Ok(Overlay {
+            nodes: NodeTable::new(root, setup.upper.as_ref().map(|u| u.dev)),
+            cfg,
+            xattr,
+            lowers: setup.lowers,
+            upper: setup.upper,
+            work: setup.work,
+            files: FileTable::default(),
+            dirs: readdir::DirTable::default(),
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Number of live nodes (the kernel's references), for tests and statistics.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn read_only(&self) -> bool {
+        self.cfg.read_only || self.upper.is_none()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only() {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fsync_data(&self) -> bool {
+        self.cfg.fsync != FsyncMode::Volatile
+    }
+
+    fn work_fd(&self) -> Result<&OwnedFd> {
+        self.work.as_ref().ok_or(Errno::EROFS)
+    }
+
+    /// A fresh name in `W/work` for an object under construction.
+    fn tmp_name(&self) -> OsString {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#{:x}", n))
+    }
+
+    /// Create a whiteout (0/0 char device) in the workdir and return its name.
+    fn make_tmp_whiteout(&self) -> Result<OsString> {
+        let work = self.work_fd()?;
+        let tmp = self.tmp_name();
+        sys::mknodat(work.as_fd(), &tmp, libc::S_IFCHR, 0)?;
+        Ok(tmp)
+    }
+
+    /// Remove a tree in the workdir (the leftovers of rmdir or rename).
+    fn remove_work_tree(&self, name: &OsStr) {
+        if let Ok(work) = self.work_fd()
+            && let Err(e) = remove_tree(work.as_fd(), name)
+        {
+            tracing::warn!(?name, %e, "cannot clean up workdir entry");
+        }
+    }
+
+    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        self.nodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// The kernel dropped `n` references to a node.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.nodes.forget(ino, n);
+    }
+}
+
+/// Remove `dir/name` and everything below it, without following symlinks.
+pub(crate) fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Result<()> {
+    match sys::unlinkat(dir, name, false) {
+        Ok(()) => return Ok(()),
+        Err(e) if e == Errno::EISDIR || e == Errno::EPERM => {}
+        Err(e) if e == Errno::ENOENT => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let sub = sys::openat(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )?;
+    for ent in sys::read_dir(sub.as_fd())? {
+        remove_tree(sub.as_fd(), &ent.name)?;
+    }
+    sys::unlinkat(dir, name, true)
+}

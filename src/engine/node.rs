@@ -1,0 +1,278 @@
+//! The inode table: overlay inode numbers ↔ the real objects in each layer.
+//!
+//! A node holds O_PATH fds of its real objects (the upper one once it exists,
+//! and the lower ones), so every later operation resolves relative to a held
+//! fd and never walks a path from a layer root again. Nodes are keyed by the
+//! identity (st_dev, st_ino) of the object that gives them their inode number,
+//! so hard links inside a layer share one node.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::sys::{self, Stat};
+
+pub const ROOT_INO: u64 = 1;
+
+/// A real object in a lower layer.
+#[derive(Clone)]
+pub struct LowerEntry {
+    pub layer: usize,
+    pub fd: Arc<OwnedFd>,
+}
+
+/// The mutable part of a node: where it lives, which real objects back it.
+pub struct NodeState {
+    /// The directory this node was last seen in (strong: copy-up needs the
+    /// parent chain even after the kernel forgot the parent).
+    pub parent: Option<Arc<Node>>,
+    pub name: OsString,
+    pub upper: Option<Arc<OwnedFd>>,
+    /// Directories: every lower directory merged into this one, topmost first.
+    /// Non-directories: the lower object, if the node came from a lower layer.
+    pub lowers: Vec<LowerEntry>,
+    /// The upper directory is opaque (nothing below it is merged).
+    pub opaque: bool,
+}
+
+pub struct Node {
+    pub ino: u64,
+    /// S_IFMT bits: the type never changes for the life of a node.
+    pub kind: u32,
+    lookups: AtomicU64,
+    pub state: RwLock<NodeState>,
+    /// Held while this node is being copied up.
+    pub copy_up_lock: Mutex<()>,
+    /// Held by namespace operations inside this directory.
+    pub dir_lock: Mutex<()>,
+    /// Key under which the table finds this node.
+    key: Mutex<Key>,
+}
+
+pub type Key = (u64, u64);
+
+impl Node {
+    pub fn new(ino: u64, kind: u32, state: NodeState, key: Key) -> Node {
+        Node {
+            ino,
+            kind,
+            lookups: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copy_up_lock: Mutex::new(()),
+            dir_lock: Mutex::new(()),
+            key: Mutex::new(key),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == libc::S_IFDIR
+    }
+
+    pub fn upper(&self) -> Option<Arc<OwnedFd>> {
+        self.state.read().unwrap().upper.clone()
+    }
+
+    pub fn has_upper(&self) -> bool {
+        self.state.read().unwrap().upper.is_some()
+    }
+
+    /// The fd of the object that shows through: upper if present, else the top lower.
+    pub fn top_fd(&self) -> Arc<OwnedFd> {
+        let st = self.state.read().unwrap();
+        match &st.upper {
+            Some(u) => u.clone(),
+            None => st.lowers[0].fd.clone(),
+        }
+    }
+
+    pub fn lowers(&self) -> Vec<LowerEntry> {
+        self.state.read().unwrap().lowers.clone()
+    }
+
+    /// More than one layer shows through (the kernel's OVL_TYPE_MERGE for directories).
+    pub fn is_merged(&self) -> bool {
+        let st = self.state.read().unwrap();
+        st.lowers.len() + usize::from(st.upper.is_some()) > 1
+    }
+
+    pub fn parent_and_name(&self) -> (Option<Arc<Node>>, OsString) {
+        let st = self.state.read().unwrap();
+        (st.parent.clone(), st.name.clone())
+    }
+
+    pub fn stat(&self) -> crate::engine::Result<Stat> {
+        sys::fstat(self.top_fd().as_fd())
+    }
+}
+
+struct Maps {
+    by_ino: HashMap<u64, Arc<Node>>,
+    by_key: HashMap<Key, u64>,
+}
+
+/// All nodes the kernel holds references to.
+pub struct NodeTable {
+    maps: RwLock<Maps>,
+    /// Numbers for nodes whose natural number is taken.
+    fallback: AtomicU64,
+    /// The upper filesystem's st_dev: its inode numbers are used unchanged.
+    upper_dev: Option<u64>,
+    /// Other filesystems get an index in the high bits, in order of appearance.
+    devs: Mutex<Vec<u64>>,
+}
+
+const FALLBACK_BASE: u64 = 1 << 62;
+const DEV_SHIFT: u32 = 48;
+
+impl NodeTable {
+    pub fn new(root: Node, upper_dev: Option<u64>) -> NodeTable {
+        root.lookups.store(1, Ordering::Relaxed);
+        let key = *root.key.lock().unwrap();
+        let root = Arc::new(root);
+        let mut by_ino = HashMap::new();
+        by_ino.insert(ROOT_INO, root);
+        let mut by_key = HashMap::new();
+        by_key.insert(key, ROOT_INO);
+        NodeTable {
+            maps: RwLock::new(Maps { by_ino, by_key }),
+            fallback: AtomicU64::new(FALLBACK_BASE),
+            upper_dev,
+            devs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.maps.read().unwrap().by_ino.len()
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.maps.read().unwrap().by_ino.get(&ino).cloned()
+    }
+
+    /// The inode number an object with this identity naturally gets: the real
+    /// st_ino on the upper's filesystem (or the first one), with a filesystem
+    /// index in the high bits for others.
+    fn natural_ino(&self, key: Key) -> u64 {
+        let (dev, ino) = key;
+        if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
+            return self.fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        if Some(dev) == self.upper_dev {
+            return ino;
+        }
+        let mut devs = self.devs.lock().unwrap();
+        let idx = match devs.iter().position(|d| *d == dev) {
+            Some(i) => i,
+            None => {
+                devs.push(dev);
+                devs.len() - 1
+            }
+        };
+        // With no upper, the first filesystem keeps its numbers unchanged.
+        let idx = idx as u64 + u64::from(self.upper_dev.is_some());
+        if idx >= (1 << (62 - DEV_SHIFT)) {
+            return self.fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        (idx << DEV_SHIFT) | ino
+    }
+
+    /// The inode number an entry with this identity shows in a listing: the
+    /// live node's, else the one a lookup would give it.
+    pub fn ino_hint(&self, key: Key) -> u64 {
+        if let Some(i) = self.maps.read().unwrap().by_key.get(&key) {
+            return *i;
+        }
+        let (_, ino) = key;
+        if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
+            return ino;
+        }
+        self.natural_ino(key)
+    }
+
+    /// Find the live node for `key` that `matches`, or make one with `make`.
+    /// Either way the node gains one lookup reference.
+    pub fn get_or_insert(
+        &self,
+        key: Key,
+        matches: impl Fn(&Node) -> bool,
+        make: impl FnOnce(u64) -> Node,
+    ) -> Arc<Node> {
+        {
+            let maps = self.maps.read().unwrap();
+            if let Some(n) = maps.by_key.get(&key).and_then(|i| maps.by_ino.get(i))
+                && matches(n)
+            {
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+        }
+        let mut maps = self.maps.write().unwrap();
+        if let Some(n) = maps.by_key.get(&key).and_then(|i| maps.by_ino.get(i))
+            && matches(n)
+        {
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+            return n.clone();
+        }
+        let mut ino = self.natural_ino(key);
+        while maps.by_ino.contains_key(&ino) {
+            ino = self.fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        let node = Arc::new(make(ino));
+        *node.key.lock().unwrap() = key;
+        node.lookups.store(1, Ordering::Relaxed);
+        maps.by_ino.insert(ino, node.clone());
+        maps.by_key.insert(key, ino);
+        node
+    }
+
+    /// One more kernel reference to a node we already hold (link, create reply).
+    pub fn add_lookup(&self, node: &Node) {
+        let _maps = self.maps.read().unwrap();
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut maps = self.maps.write().unwrap();
+        let Some(node) = maps.by_ino.get(&ino).cloned() else {
+            return;
+        };
+        // Increments happen under the read lock, so this read-modify-write is exclusive.
+        let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        node.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            maps.by_ino.remove(&ino);
+            let key = *node.key.lock().unwrap();
+            if maps.by_key.get(&key) == Some(&ino) {
+                maps.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// The node now answers to a new identity (after copy-up: its upper object).
+    pub fn rekey(&self, node: &Node, key: Key) {
+        let mut maps = self.maps.write().unwrap();
+        let mut k = node.key.lock().unwrap();
+        if maps.by_key.get(&*k) == Some(&node.ino) {
+            maps.by_key.remove(&*k);
+        }
+        *k = key;
+        if maps.by_ino.contains_key(&node.ino) {
+            maps.by_key.insert(key, node.ino);
+        }
+    }
+
+    /// The node's object is gone from every layer: new objects that reuse its
+    /// real inode number must not find it.
+    pub fn unkey(&self, node: &Node) {
+        let mut maps = self.maps.write().unwrap();
+        let k = *node.key.lock().unwrap();
+        if maps.by_key.get(&k) == Some(&node.ino) {
+            maps.by_key.remove(&k);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Merged directory listings.
+//!
+//! Upper entries first, then each merged lower directory top down; a name is
+//! shown once, whiteouts (and in lower layers `.wh.` markers) hide names from
+//! the layers below. The listing is built once per open directory (and again
+//! on rewind) so it stays stable while it is read: a hash set keeps the
+//! merge linear in the number of entries.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::lookup::is_lower_marker;
+use super::node::Node;
+use super::{Errno, Overlay, Result};
+use crate::format::whiteout;
+use crate::sys;
+
+/// One entry of a merged listing.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// S_IFMT bits.
+    pub kind: u32,
+}
+
+/// An open directory: the snapshot being read.
+pub struct DirHandle {
+    pub node: Arc<Node>,
+    entries: Mutex<Arc<Vec<DirEntry>>>,
+    read_once: AtomicBool,
+}
+
+#[derive(Default)]
+pub struct DirTable {
+    map: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    next: AtomicU64,
+}
+
+fn dtype_to_kind(d: u8) -> Option<u32> {
+    Some(match d {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        libc::DT_BLK => libc::S_IFBLK,
+        // Character devices may be whiteouts: stat to tell.
+        _ => return None,
+    })
+}
+
+/// Entries of one real directory as (name, ino, kind, is_whiteout).
+fn read_layer_dir(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, u64, u32, bool)>> {
+    let mut out = Vec::new();
+    for e in sys::read_dir(dir)? {
+        let (kind, wh) = match dtype_to_kind(e.d_type) {
+            Some(k) => (k, false),
+            None => match sys::fstatat(dir, &e.name) {
+                Ok(st) => (st.st_mode & libc::S_IFMT, whiteout::is_whiteout_stat(&st)),
+                Err(_) => continue, // vanished meanwhile
+            },
+        };
+        out.push((e.name, e.ino, kind, wh));
+    }
+    Ok(out)
+}
+
+impl Overlay {
+    /// The merged listing of a directory node, without `.` and `..`.
+    pub(super) fn merged_entries(&self, node: &Node) -> Result<Vec<DirEntry>> {
+        let (upper, lowers) = {
+            let st = node.state.read().unwrap();
+            (st.upper.clone(), st.lowers.clone())
+        };
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut out = Vec::new();
+        if let Some(u) = &upper {
+            let dev = self.upper.as_ref().map_or(0, |l| l.dev);
+            for (name, ino, kind, wh) in read_layer_dir(u.as_fd())? {
+                if !wh {
+                    let ino = self.nodes.ino_hint((dev, ino));
+                    out.push(DirEntry {
+                        name: name.clone(),
+                        ino,
+                        kind,
+                    });
+                }
+                seen.insert(name);
+            }
+        }
+        for lower in &lowers {
+            let dev = self.lowers[lower.layer].dev;
+            let entries = read_layer_dir(lower.fd.as_fd())?;
+            // `.wh.NAME` hides NAME only in the layers below this one.
+            let mut hidden_below = Vec::new();
+            for (name, ino, kind, wh) in entries {
+                if is_lower_marker(&name) {
+                    if let Some(t) = whiteout::wh_target(&name) {
+                        hidden_below.push(t.to_os_string());
+                    }
+                    continue;
+                }
+                if seen.contains(&name) {
+                    continue;
+                }
+                if !wh {
+                    let ino = self.nodes.ino_hint((dev, ino));
+                    out.push(DirEntry {
+                        name: name.clone(),
+                        ino,
+                        kind,
+                    });
+                }
+                seen.insert(name);
+            }
+            seen.extend(hidden_below);
+        }
+        Ok(out)
+    }
+
+    /// Whether a directory shows no entries (rmdir and rename-over need that).
+    pub(super) fn is_empty_dir(&self, node: &Node) -> Result<bool> {
+        Ok(self.merged_entries(node)?.is_empty())
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let entries = self.snapshot(&node)?;
+        let h = Arc::new(DirHandle {
+            node,
+            entries: Mutex::new(Arc::new(entries)),
+            read_once: AtomicBool::new(false),
+        });
+        let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dirs.map.write().unwrap().insert(fh, h);
+        Ok(fh)
+    }
+
+    fn snapshot(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
+        let mut v = Vec::new();
+        let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
+        v.push(DirEntry {
+            name: ".".into(),
+            ino: node.ino,
+            kind: libc::S_IFDIR,
+        });
+        v.push(DirEntry {
+            name: "..".into(),
+            ino: parent,
+            kind: libc::S_IFDIR,
+        });
+        v.extend(self.merged_entries(node)?);
+        Ok(v)
+    }
+
+    /// Entries from `offset` on (offset i+1 follows entry i). Offset 0 after a
+    /// first read is a rewind: the snapshot is rebuilt, as the kernel does.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        let h = self
+            .dirs
+            .map
+            .read()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        if offset == 0 && h.read_once.swap(true, Ordering::Relaxed) {
+            let fresh = self.snapshot(&h.node)?;
+            *h.entries.lock().unwrap() = Arc::new(fresh);
+        }
+        h.read_once.store(true, Ordering::Relaxed);
+        Ok(h.entries.lock().unwrap().clone())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.map.write().unwrap().remove(&fh);
+    }
+
+    /// fsync a directory: its upper copy, if it has one.
+    pub fn fsyncdir(&self, ino: u64, datasync: bool) -> Result<()> {
+        let node = self.node(ino)?;
+        if let Some(u) = node.upper() {
+            let d = sys::reopen(u.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            sys::fsync(d.as_fd(), datasync)?;
+        }
+        Ok(())
+    }
+}

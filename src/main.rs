@@ -1,0 +1,93 @@
+//! The `ovlfs` command: mount an overlay (both the fuse-overlayfs and the
+//! mount.fuse3 calling conventions).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use ovlfs::daemon::{self, MountRequest};
+use ovlfs::params::Config;
+
+const ABOUT: &str = "Linux OverlayFS in userspace: mounts the union of lower directories \
+and one writable upper directory through FUSE, with the kernel overlay's semantics and on-disk format.";
+
+const AFTER_HELP: &str = "\
+OPTIONS (-o, comma separated; empty entries are ignored):
+  lowerdir=L1:L2:...     lower layers, leftmost on top; \\: escapes a colon (required)
+  upperdir=U             writable upper layer (needs workdir)
+  workdir=W              scratch dir on the same filesystem as U, not nested with it
+  ro                     read-only mount (also implied without upperdir; one lower suffices)
+  userxattr              overlay xattrs in user.overlay.* instead of trusted.overlay.*
+  fsync=auto|strict|volatile, volatile
+                         fsync copied-up data (auto), also the directories (strict), or
+                         never (volatile: marks W/work/incompat/volatile, as the kernel does)
+  allow_other            let every user in (permissions are checked as the kernel overlay does)
+  default_permissions    accepted; always in effect
+  suid,nosuid,dev,nodev,exec,noexec,atime,noatime,sync,async,dirsync
+                         generic mount flags (dev and suid are on by default, as in the kernel)
+  threads=N              worker threads serving requests (default 4)
+  debug                  log every request (same as -d)
+  redirect_dir=nofollow, index=off, metacopy=off, xino=off, nfs_export=off
+                         accepted; other values are NOT SUPPORTED YET and refused
+
+NOT SUPPORTED YET: redirect_dir (directory renames of lower/merged dirs give EXDEV),
+origin/index/metacopy/xino, data-only layers (::), POSIX ACL enforcement, running
+as an ordinary user.
+
+EXAMPLES:
+  ovlfs -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt
+  mount -t fuse.ovlfs overlay /mnt -o lowerdir=/l,upperdir=/u,workdir=/w
+  umount /mnt";
+
+#[derive(Parser, Debug)]
+#[command(name = "ovlfs", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    /// Mount options (may be given several times)
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Log every request; implies -f
+    #[arg(short = 'd')]
+    debug: bool,
+    /// [SOURCE] MOUNTPOINT: a source name (as mount.fuse3 passes it) is optional
+    #[arg(value_name = "SOURCE|MOUNTPOINT", num_args = 1..=2, required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn init_logging(debug: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OVLFS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if debug { "debug" } else { "warn" })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::parse(&cli.options)?;
+    config.debug |= cli.debug;
+    init_logging(config.debug);
+    let (source, mountpoint) = match cli.paths.as_slice() {
+        [m] => ("ovlfs".to_string(), m.clone()),
+        [s, m] => (s.to_string_lossy().into_owned(), m.clone()),
+        _ => unreachable!("clap enforces 1..=2 paths"),
+    };
+    let foreground = cli.foreground || config.debug;
+    daemon::run(MountRequest {
+        config,
+        mountpoint,
+        source,
+        foreground,
+    })
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("ovlfs: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,362 @@
+//! Mount options → a validated [`Config`].
+//!
+//! Accepts the kernel overlay's option syntax (`lowerdir=A:B` with `\:` escapes,
+//! empty entries as Podman writes them) plus the generic FUSE options.
+//! Options that later work will implement are accepted only with the values this
+//! build really honours; anything else is refused with a message naming it.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What `fsync=` asks for when data reaches the upper layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// Copy-up data is fsynced before it is renamed into place (kernel default).
+    Auto,
+    /// As `Auto`, and also fsync the upper directory after a copy-up.
+    Strict,
+    /// No fsync at all; the mount is marked dirty in `W/work/incompat/volatile`.
+    Volatile,
+}
+
+/// A validated mount configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lower layers, topmost first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
+    /// `ro` given, or no upper layer.
+    pub read_only: bool,
+    /// Overlay xattrs in `user.overlay.*` instead of `trusted.overlay.*`.
+    pub userxattr: bool,
+    pub fsync: FsyncMode,
+    pub allow_other: bool,
+    /// Generic FUSE/VFS options passed through to the kernel mount
+    /// (`suid`, `nodev`, `noexec`, `noatime`, ...).
+    pub fuse_options: Vec<String>,
+    /// `-d` / `-o debug`: log every request.
+    pub debug: bool,
+    /// Worker threads serving FUSE requests.
+    pub threads: usize,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParamError {
+    #[error("unknown mount option \"{0}\"")]
+    Unknown(String),
+    #[error("option \"{0}\" is not supported by this build yet (only {1})")]
+    Unsupported(String, &'static str),
+    #[error("bad value for option \"{0}\": {1}")]
+    BadValue(String, String),
+    #[error("conflicting options: {0}")]
+    Conflict(String),
+    #[error("missing option: {0}")]
+    Missing(&'static str),
+}
+
+/// Generic options handed to the kernel's FUSE mount unchanged.
+const PASSTHROUGH_FLAGS: &[&str] = &[
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "lazytime",
+    "nolazytime",
+    "sync",
+    "async",
+    "dirsync",
+];
+
+/// Options accepted and ignored: they are either the default here or
+/// meaningless for a FUSE mount (mount.fuse3 and Podman pass some of them).
+const IGNORED: &[&str] = &[
+    "rw",
+    "default_permissions",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "defaults",
+    "user",
+    "nouser",
+    "users",
+    "auto_unmount",
+];
+
+/// Split an option string at commas, skipping empty entries (`a,,b`).
+/// A backslash escapes the next character (so `\,` stays in the value).
+fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                cur.push('\\');
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ',' => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Split `lowerdir` at unescaped colons; `\:` is a literal colon, `\\` a backslash.
+/// `::` (data-only layers) is refused for now.
+fn split_lowerdir(s: &str) -> Result<Vec<PathBuf>, ParamError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => cur.push(n),
+                None => cur.push('\\'),
+            },
+            ':' => {
+                if cur.is_empty() {
+                    return Err(ParamError::Unsupported(
+                        "lowerdir with \"::\" (data-only layers)".into(),
+                        "plain lower layers",
+                    ));
+                }
+                out.push(PathBuf::from(std::mem::take(&mut cur)));
+            }
+            _ => cur.push(c),
+        }
+    }
+    if cur.is_empty() {
+        return Err(ParamError::BadValue(
+            "lowerdir".into(),
+            "empty layer path".into(),
+        ));
+    }
+    out.push(PathBuf::from(cur));
+    Ok(out)
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Config {
+    /// Parse every `-o` string given, in order (a later option overrides an earlier one).
+    pub fn parse<S: AsRef<str>>(option_strings: &[S]) -> Result<Config, ParamError> {
+        let mut cfg = Config {
+            lowers: Vec::new(),
+            upper: None,
+            work: None,
+            read_only: false,
+            userxattr: false,
+            fsync: FsyncMode::Auto,
+            allow_other: false,
+            fuse_options: Vec::new(),
+            debug: false,
+            threads: 4,
+        };
+        let mut have_lower = false;
+        for s in option_strings {
+            for opt in split_options(s.as_ref()) {
+                let (key, value) = match opt.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (opt.clone(), None),
+                };
+                cfg.apply(&opt, &key, value, &mut have_lower)?;
+            }
+        }
+        if !have_lower {
+            return Err(ParamError::Missing("lowerdir"));
+        }
+        match (&cfg.upper, &cfg.work) {
+            (Some(_), None) => return Err(ParamError::Missing("workdir (upperdir needs one)")),
+            (None, Some(_)) => {
+                return Err(ParamError::Missing("upperdir (workdir given without it)"));
+            }
+            (None, None) => cfg.read_only = true,
+            _ => {}
+        }
+        if cfg.fsync == FsyncMode::Volatile && cfg.upper.is_none() {
+            return Err(ParamError::Conflict(
+                "volatile needs upperdir and workdir".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    fn apply(
+        &mut self,
+        opt: &str,
+        key: &str,
+        value: Option<String>,
+        have_lower: &mut bool,
+    ) -> Result<(), ParamError> {
+        let need = |v: Option<String>| -> Result<String, ParamError> {
+            match v {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(ParamError::BadValue(key.into(), "needs a value".into())),
+            }
+        };
+        match key {
+            "lowerdir" => {
+                self.lowers = split_lowerdir(&need(value)?)?;
+                *have_lower = true;
+            }
+            "upperdir" => self.upper = Some(PathBuf::from(unescape(&need(value)?))),
+            "workdir" => self.work = Some(PathBuf::from(unescape(&need(value)?))),
+            "ro" if value.is_none() => self.read_only = true,
+            "userxattr" if value.is_none() => self.userxattr = true,
+            "volatile" if value.is_none() => self.fsync = FsyncMode::Volatile,
+            "fsync" => {
+                self.fsync = match need(value)?.as_str() {
+                    "auto" | "1" => FsyncMode::Auto,
+                    "strict" => FsyncMode::Strict,
+                    "volatile" | "0" => FsyncMode::Volatile,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not auto, strict or volatile"),
+                        ));
+                    }
+                }
+            }
+            "allow_other" | "allow_root" if value.is_none() => self.allow_other = true,
+            "debug" if value.is_none() => self.debug = true,
+            "threads" | "threaded" => {
+                let v = need(value)?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| ParamError::BadValue(opt.into(), "not a number".into()))?;
+                if n == 0 || n > 64 {
+                    return Err(ParamError::BadValue(opt.into(), "must be 1..=64".into()));
+                }
+                self.threads = n;
+            }
+            // Features of the kernel overlay that this build does not implement yet:
+            // only the values whose behaviour we really have are accepted.
+            "redirect_dir" => match need(value)?.as_str() {
+                "nofollow" => {}
+                _ => {
+                    return Err(ParamError::Unsupported(
+                        opt.into(),
+                        "redirect_dir=nofollow: directory renames of lower dirs give EXDEV",
+                    ));
+                }
+            },
+            "index" | "metacopy" | "nfs_export" => match need(value)?.as_str() {
+                "off" => {}
+                _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
+            },
+            "xino" => match need(value)?.as_str() {
+                "off" => {}
+                _ => return Err(ParamError::Unsupported(opt.into(), "xino=off")),
+            },
+            "uuid" | "verity" => {
+                return Err(ParamError::Unsupported(
+                    opt.into(),
+                    "no origin handles are written yet",
+                ));
+            }
+            "fsname" | "subtype" | "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                // Labels and names: passed through to the kernel mount as given.
+                self.fuse_options.push(opt.into());
+            }
+            k if value.is_none() && PASSTHROUGH_FLAGS.contains(&k) => {
+                self.fuse_options.push(k.into())
+            }
+            k if value.is_none() && IGNORED.contains(&k) => {}
+            _ => return Err(ParamError::Unknown(opt.into())),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn podman_style_string() {
+        let c = Config::parse(&["lowerdir=/a:/b:/c,upperdir=/u,workdir=/w,,volatile"]).unwrap();
+        assert_eq!(
+            c.lowers,
+            vec![PathBuf::from("/a"), "/b".into(), "/c".into()]
+        );
+        assert_eq!(c.upper, Some("/u".into()));
+        assert_eq!(c.fsync, FsyncMode::Volatile);
+        assert!(!c.read_only);
+    }
+
+    #[test]
+    fn escaped_colon_and_comma() {
+        let c = Config::parse(&[r"lowerdir=/a\:b:/c\,d"]).unwrap();
+        assert_eq!(c.lowers, vec![PathBuf::from("/a:b"), "/c,d".into()]);
+        assert!(c.read_only);
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(
+            Config::parse(&["lowerdir=/a,bogus"]).unwrap_err(),
+            ParamError::Unknown("bogus".into())
+        );
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,index=on"]).unwrap_err(),
+            ParamError::Unsupported(..)
+        ));
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a::/d"]).unwrap_err(),
+            ParamError::Unsupported(..)
+        ));
+        assert_eq!(
+            Config::parse(&["upperdir=/u,workdir=/w"]).unwrap_err(),
+            ParamError::Missing("lowerdir")
+        );
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,upperdir=/u"]).unwrap_err(),
+            ParamError::Missing(_)
+        ));
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,fsync=sometimes"]).unwrap_err(),
+            ParamError::BadValue(..)
+        ));
+    }
+
+    #[test]
+    fn later_options_and_passthrough() {
+        let c = Config::parse(&["lowerdir=/a", "noatime,nodev,index=off,rw,allow_other"]).unwrap();
+        assert_eq!(c.fuse_options, vec!["noatime".to_string(), "nodev".into()]);
+        assert!(c.allow_other);
+    }
+}

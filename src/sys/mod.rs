@@ -1,0 +1,587 @@
+//! The only home of raw syscalls and `unsafe`.
+//!
+//! Every call takes a directory fd and a single name (or an fd alone), so no
+//! path is ever resolved from `/` inside a layer: a symlink in a layer is never
+//! followed by the daemon.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::engine::Errno;
+
+pub type Stat = libc::stat;
+
+fn cstr(name: &OsStr) -> Result<CString, Errno> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn check(ret: libc::c_int) -> Result<(), Errno> {
+    if ret < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+fn check_size(ret: isize) -> Result<usize, Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// The magic `/proc/self/fd/N` path of an fd, to reach an O_PATH fd's object
+/// with calls that have no fd variant (reopen, xattrs, chmod).
+pub fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+    let c = cstr(name)?;
+    // SAFETY: c is a valid C string; the returned fd is owned by us.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open an absolute path (a layer root, `/proc/self/fd/N`).
+pub fn open_path(path: &CStr, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+    // SAFETY: path is a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open the object an O_PATH fd points to with real access flags.
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd, Errno> {
+    open_path(
+        &proc_path(fd),
+        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW),
+        0,
+    )
+}
+
+pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Stat, Errno> {
+    let c = cstr(name)?;
+    // SAFETY: zeroed stat is a valid out buffer.
+    let mut st: Stat = unsafe { std::mem::zeroed() };
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat, Errno> {
+    // SAFETY: as above; AT_EMPTY_PATH stats the fd itself (works on O_PATH fds).
+    let mut st: Stat = unsafe { std::mem::zeroed() };
+    check(unsafe {
+        libc::fstatat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut st,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> Result<(), Errno> {
+    let c = cstr(name)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, rdev) })
+}
+
+pub fn symlinkat(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })
+}
+
+/// Read the target of the symlink an O_PATH fd refers to.
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> Result<OsString, Errno> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for its length; "" with an O_PATH symlink fd reads that link.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(OsString::from_vec(buf))
+}
+
+/// Hard link the object behind an O_PATH fd as `dir/name`.
+pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    let c = cstr(name)?;
+    // SAFETY: valid C strings; AT_EMPTY_PATH links the fd's own inode (needs CAP_DAC_READ_SEARCH).
+    check(unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> Result<(), Errno> {
+    let c = cstr(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })
+}
+
+pub const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+pub const RENAME_WHITEOUT: u32 = libc::RENAME_WHITEOUT;
+
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &OsStr,
+    newdir: BorrowedFd<'_>,
+    newname: &OsStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    let o = cstr(oldname)?;
+    let n = cstr(newname)?;
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// chown the object behind an fd (O_PATH fds included; never follows a symlink).
+pub fn fchown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    let u = uid.unwrap_or(u32::MAX);
+    let g = gid.unwrap_or(u32::MAX);
+    // SAFETY: "" with AT_EMPTY_PATH acts on the fd itself.
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            u,
+            g,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// chmod the object behind an fd that is not a symlink.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    let p = proc_path(fd);
+    // SAFETY: valid C string; the magic link resolves to the fd's object.
+    check(unsafe { libc::chmod(p.as_ptr(), mode) })
+}
+
+/// Set times by `dir/name` without following a symlink. `None` leaves a time alone.
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> Result<(), Errno> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let c = cstr(name)?;
+    // SAFETY: valid C string and a two-element array.
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Set times on the object behind an fd that is not a symlink.
+pub fn futimens_path(
+    fd: BorrowedFd<'_>,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> Result<(), Errno> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let p = proc_path(fd);
+    // SAFETY: valid C string and a two-element array.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })
+}
+
+pub fn now_timespec() -> libc::timespec {
+    libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
+    }
+}
+
+// ---- xattrs, through the magic link so O_PATH fds work -------------------------
+
+/// Whether an fd's object is reached through `l*xattr` (a symlink) or `*xattr`.
+fn xattr_path(fd: BorrowedFd<'_>) -> CString {
+    proc_path(fd)
+}
+
+pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    let p = xattr_path(fd);
+    let n = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: buf is writable for its length.
+        let r =
+            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE {
+            return Err(e);
+        }
+        // SAFETY: size query with a null buffer.
+        let need = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+        let need = check_size(need)?;
+        buf.resize(need.max(buf.len() * 2), 0);
+    }
+}
+
+pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> Result<(), Errno> {
+    let p = xattr_path(fd);
+    let n = cstr(name)?;
+    // SAFETY: value is readable for its length.
+    check(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+}
+
+pub fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    let p = xattr_path(fd);
+    let n = cstr(name)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })
+}
+
+/// All xattr names of an fd's object.
+pub fn listxattr(fd: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
+    let p = xattr_path(fd);
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        // SAFETY: buf is writable for its length.
+        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE {
+            return Err(e);
+        }
+        // SAFETY: size query.
+        let need = check_size(unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) })?;
+        buf.resize(need.max(buf.len() * 2), 0);
+    };
+    Ok(buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsString::from_vec(s.to_vec()))
+        .collect())
+}
+
+// ---- data ---------------------------------------------------------------------
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+    // SAFETY: buf is writable for its length.
+    check_size(unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            off as i64,
+        )
+    })
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize, Errno> {
+    // SAFETY: buf is readable for its length.
+    check_size(unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64) })
+}
+
+/// Append-mode write: the offset the kernel sent is ignored by O_APPEND fds.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: buf is readable for its length.
+    check_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> Result<(), Errno> {
+    // SAFETY: plain fd call.
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> Result<(), Errno> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) })
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as i64, len as i64) })
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> Result<i64, Errno> {
+    // SAFETY: plain fd call.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
+/// Clone all of `src` into `dst` (reflink); fails with EOPNOTSUPP/EXDEV where unsupported.
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: FICLONE takes the source fd as its argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) })
+}
+
+pub fn copy_file_range(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+    len: usize,
+) -> Result<usize, Errno> {
+    let mut so = src_off as i64;
+    let mut d = dst_off as i64;
+    // SAFETY: offsets are valid pointers to locals.
+    check_size(unsafe {
+        libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, len, 0)
+    })
+}
+
+pub fn fstatfs(fd: BorrowedFd<'_>) -> Result<libc::statvfs, Errno> {
+    // SAFETY: zeroed statvfs is a valid out buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    libc::makedev(major, minor)
+}
+
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
+// ---- directories ----------------------------------------------------------------
+
+/// One entry of a real directory.
+pub struct RawDirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    pub d_type: u8,
+}
+
+/// Read a whole real directory (`.` and `..` left out).
+pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
+    let fd = openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let raw: RawFd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    // SAFETY: fdopendir takes ownership of raw; closedir releases it.
+    let dp = unsafe { libc::fdopendir(raw) };
+    if dp.is_null() {
+        let e = Errno::last();
+        // SAFETY: fdopendir failed, so raw is still ours.
+        unsafe { libc::close(raw) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: errno is thread-local; reset it to tell end-of-dir from an error.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dp is a live DIR*.
+        let ent = unsafe { libc::readdir64(dp) };
+        if ent.is_null() {
+            let e = Errno::last();
+            // SAFETY: dp is live; closes raw too.
+            unsafe { libc::closedir(dp) };
+            if e.0 != 0 {
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        // SAFETY: ent points to a valid dirent64 until the next readdir call.
+        let (name, ino, d_type) = unsafe {
+            let e = &*ent;
+            (
+                CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(),
+                e.d_ino,
+                e.d_type,
+            )
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(RawDirEntry {
+            name: OsString::from_vec(name),
+            ino,
+            d_type,
+        });
+    }
+}
+
+/// Raise the open-file limit to its hard maximum: nodes hold O_PATH fds.
+pub fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Process umask is applied by the kernel before requests reach us; clear ours
+/// so the modes we pass to the layers are taken as given.
+pub fn clear_umask() {
+    // SAFETY: always succeeds.
+    unsafe { libc::umask(0) };
+}
+
+/// Supplementary groups of a process, from /proc/PID/status.
+pub fn process_groups(pid: u32) -> Vec<u32> {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- process control for daemonizing --------------------------------------------
+
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a two-element array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds are fresh.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// fork(2). Call only while the process has a single thread.
+pub fn fork() -> Result<Forked, Errno> {
+    // SAFETY: the caller guarantees no other threads exist.
+    match unsafe { libc::fork() } {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// Detach from the terminal: new session, stdio to /dev/null (stderr kept if asked).
+pub fn detach(keep_stderr: bool) {
+    // SAFETY: setsid and dup2 on valid fds.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            if !keep_stderr {
+                libc::dup2(null, 2);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+    let _ = std::env::set_current_dir("/");
+}
+
+// ---- signals ----------------------------------------------------------------------
+
+const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn stop_sigset() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block the stop signals in this thread and every thread it spawns later,
+/// so that one thread can wait for them with [`wait_stop_signal`].
+pub fn block_stop_signals() {
+    let set = stop_sigset();
+    // SAFETY: valid set; changes only this thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Wait until SIGTERM, SIGINT or SIGHUP arrives; returns its number.
+pub fn wait_stop_signal() -> i32 {
+    let set = stop_sigset();
+    let mut sig = 0;
+    // SAFETY: valid set and out pointer.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    sig
+}
