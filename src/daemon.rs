@@ -28,7 +28,8 @@ pub struct MountRequest {
 fn fuse_mount_options(cfg: &Config, source: &str) -> Vec<MountOption> {
     let mut opts = vec![
         MountOption::FSName(source.to_string()),
-        MountOption::Subtype("ovlfs".into()),
+        // As a kernel option, so /proc/mounts shows the type fuse.ovlfs.
+        MountOption::CUSTOM("subtype=ovlfs".into()),
         // The kernel overlay checks permissions against the overlay inode with
         // the caller's credentials; the FUSE kernel does exactly that here.
         MountOption::DefaultPermissions,

@@ -62,7 +62,9 @@ impl fmt::Debug for Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        // "No such file or directory", without std's " (os error 2)" tail.
+        let s = std::io::Error::from_raw_os_error(self.0).to_string();
+        f.write_str(s.split(" (os error").next().unwrap_or(&s))
     }
 }
 
