@@ -136,7 +136,8 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
     fcfg.n_threads = Some(cfg.threads);
     fcfg.clone_fd = true;
     sys::block_stop_signals();
-    let fs = OverlayFs::new(Arc::new(ovl), cfg.debug);
+    let ovl = Arc::new(ovl);
+    let fs = OverlayFs::new(ovl.clone(), cfg.debug);
     let session = fuser::Session::new(fs, &req.mountpoint, &fcfg);
     let mut session = match session {
         Ok(s) => s,
@@ -148,6 +149,11 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
             bail!(msg);
         }
     };
+    // Attributes only (offset -1): no page locks, so this is safe inside a request.
+    let notifier = session.notifier();
+    ovl.set_attr_changed_hook(Box::new(move |ino| {
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+    }));
     let mut unmounter = session.unmount_callable();
     let mnt = req.mountpoint.clone();
     std::thread::spawn(move || {

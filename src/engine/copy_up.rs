@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::node::Node;
+use super::node::{Key, Node};
 use super::{Errno, Overlay, Result};
 use crate::params::FsyncMode;
 use crate::sys::{self, Stat};
@@ -84,7 +84,10 @@ impl Overlay {
         let ust = sys::fstat(ufd.as_fd())?;
         let ufd = Arc::new(ufd);
         node.state.write().unwrap().upper = Some(ufd.clone());
-        self.nodes.rekey(node, (ust.st_dev, ust.st_ino));
+        self.nodes.rekey(node, Key::new(ust.st_dev, ust.st_ino));
+        if ust.st_nlink != st.st_nlink {
+            self.attr_changed(node.ino);
+        }
         Ok(ufd)
     }
 

@@ -387,7 +387,9 @@ impl Overlay {
         if src_dir && !src.lowers.is_empty() || exchange && dst_dir && !dst.lowers.is_empty() {
             return Err(Errno::EXDEV);
         }
-        if dst_dir && !exchange && dst.visible() {
+        // A merged target must be empty in the union; a pure upper one is left
+        // to the real rename (after the opaque mark is set, as in the kernel).
+        if dst_dir && !exchange && !dst.lowers.is_empty() {
             let d = dst_node.as_ref().ok_or(Errno::ENOENT)?;
             if !self.is_empty_dir(d)? {
                 return Err(Errno::ENOTEMPTY);

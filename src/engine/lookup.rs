@@ -7,6 +7,7 @@
 //! directory opaque.
 
 use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -56,10 +57,20 @@ impl Resolved {
 
     /// Identity under which the node table finds this object: the upper object
     /// if there is one (copy-up re-keys a node to it), else the top lower one.
-    fn key(&self) -> Key {
+    fn key(&self, parent: &Node, name: &OsStr) -> Key {
         match (&self.upper, self.lowers.first()) {
-            (Some((_, s)), _) | (None, Some((_, _, s))) => (s.st_dev, s.st_ino),
-            (None, None) => (0, 0),
+            (Some((_, s)), _) => Key::new(s.st_dev, s.st_ino),
+            (None, Some((_, _, s))) if !is_dir(s) && s.st_nlink > 1 => {
+                let mut h = std::hash::DefaultHasher::new();
+                (parent.ino, name).hash(&mut h);
+                Key {
+                    dev: s.st_dev,
+                    ino: s.st_ino,
+                    alias: h.finish() | 1,
+                }
+            }
+            (None, Some((_, _, s))) => Key::new(s.st_dev, s.st_ino),
+            (None, None) => Key::new(0, 0),
         }
     }
 }
@@ -217,7 +228,7 @@ impl Overlay {
     /// The node for a resolved name: the live one if it is the same object, else a new one.
     pub(super) fn node_for(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let kind = r.kind().unwrap_or(0);
-        let key = r.key();
+        let key = r.key(parent, name);
         let upper_id = r.upper.as_ref().map(|(_, s)| (s.st_dev, s.st_ino));
         let top_lower = r.lowers.first().map(|(_, _, s)| (s.st_dev, s.st_ino));
         let node = self.nodes.get_or_insert(
@@ -316,6 +327,6 @@ pub(super) fn root_node(setup: &Setup, x: &XattrNames) -> Result<Node> {
             lowers,
             opaque,
         },
-        (st.st_dev, st.st_ino),
+        Key::new(st.st_dev, st.st_ino),
     ))
 }

@@ -17,8 +17,8 @@ mod readdir;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub use errno::{Errno, Result};
 pub use file::{FileTable, OpenFile};
@@ -66,6 +66,10 @@ pub struct Overlay {
     files: FileTable,
     dirs: readdir::DirTable,
     tmp_counter: AtomicU64,
+    /// Told when a node's attributes change behind the kernel's back (copy-up
+    /// of a hard-linked lower file changes st_nlink, for one), so the kernel's
+    /// attribute cache can be dropped.
+    attr_changed: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Overlay {
@@ -88,7 +92,20 @@ impl Overlay {
             files: FileTable::default(),
             dirs: readdir::DirTable::default(),
             tmp_counter: AtomicU64::new(0),
+            attr_changed: OnceLock::new(),
         })
+    }
+
+    /// Install the hook called with a node number whose attributes changed
+    /// other than through the request that is being answered.
+    pub fn set_attr_changed_hook(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.attr_changed.set(f);
+    }
+
+    fn attr_changed(&self, ino: u64) {
+        if let Some(f) = self.attr_changed.get() {
+            f(ino);
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -51,7 +51,21 @@ pub struct Node {
     key: Mutex<Key>,
 }
 
-pub type Key = (u64, u64);
+/// How the table finds a node: the real object's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub dev: u64,
+    pub ino: u64,
+    /// Tells apart the names of a hard-linked lower file: without an index the
+    /// kernel overlay gives each name its own inode, and copy-up splits them.
+    pub alias: u64,
+}
+
+impl Key {
+    pub fn new(dev: u64, ino: u64) -> Key {
+        Key { dev, ino, alias: 0 }
+    }
+}
 
 impl Node {
     pub fn new(ino: u64, kind: u32, state: NodeState, key: Key) -> Node {
@@ -155,7 +169,7 @@ impl NodeTable {
     /// st_ino on the upper's filesystem (or the first one), with a filesystem
     /// index in the high bits for others.
     fn natural_ino(&self, key: Key) -> u64 {
-        let (dev, ino) = key;
+        let Key { dev, ino, .. } = key;
         if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
             return self.fallback.fetch_add(1, Ordering::Relaxed);
         }
@@ -184,7 +198,7 @@ impl NodeTable {
         if let Some(i) = self.maps.read().unwrap().by_key.get(&key) {
             return *i;
         }
-        let (_, ino) = key;
+        let ino = key.ino;
         if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
             return ino;
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::lookup::is_lower_marker;
-use super::node::Node;
+use super::node::{Key, Node};
 use super::{Errno, Overlay, Result};
 use crate::format::whiteout;
 use crate::sys;
@@ -82,7 +82,7 @@ impl Overlay {
             let dev = self.upper.as_ref().map_or(0, |l| l.dev);
             for (name, ino, kind, wh) in read_layer_dir(u.as_fd())? {
                 if !wh {
-                    let ino = self.nodes.ino_hint((dev, ino));
+                    let ino = self.nodes.ino_hint(Key::new(dev, ino));
                     out.push(DirEntry {
                         name: name.clone(),
                         ino,
@@ -108,7 +108,7 @@ impl Overlay {
                     continue;
                 }
                 if !wh {
-                    let ino = self.nodes.ino_hint((dev, ino));
+                    let ino = self.nodes.ino_hint(Key::new(dev, ino));
                     out.push(DirEntry {
                         name: name.clone(),
                         ino,
