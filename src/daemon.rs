@@ -137,7 +137,7 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
     fcfg.clone_fd = true;
     sys::block_stop_signals();
     let ovl = Arc::new(ovl);
-    let fs = OverlayFs::new(ovl.clone(), cfg.debug);
+    let fs = OverlayFs::new(ovl.clone());
     let session = fuser::Session::new(fs, &req.mountpoint, &fcfg);
     let mut session = match session {
         Ok(s) => s,

@@ -23,12 +23,12 @@ const TTL: Duration = Duration::from_secs(1);
 
 pub struct OverlayFs {
     ovl: Arc<Overlay>,
-    debug: bool,
 }
 
 impl OverlayFs {
-    pub fn new(ovl: Arc<Overlay>, debug: bool) -> Self {
-        OverlayFs { ovl, debug }
+    /// Requests are logged by fuser itself at debug level (`-d`).
+    pub fn new(ovl: Arc<Overlay>) -> Self {
+        OverlayFs { ovl }
     }
 }
 
@@ -149,9 +149,6 @@ impl Filesystem for OverlayFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if self.debug {
-            tracing::debug!(parent = parent.0, ?name, "lookup");
-        }
         match self.ovl.lookup(parent.0, name) {
             Ok(n) => match self.ovl.getattr(n.ino) {
                 Ok(a) => reply.entry(&TTL, &to_attr(&a), Generation(0)),
