@@ -184,6 +184,7 @@ fn mkdir_over_whiteout_is_opaque_and_rename_rules() {
     assert_eq!(lookup_path(&ovl, "d/old"), Err(Errno::ENOENT));
     // Lower directories cannot move without redirect_dir; pure upper ones can.
     fs::create_dir(s.p("l1/lowerdir")).unwrap();
+    drop(ovl); // releases the upper and work directories' in-use lock
     let ovl = s.mount();
     let r = ovl.rename(
         ROOT_INO,
@@ -266,7 +267,7 @@ fn private_xattrs_are_hidden_and_escaped() {
     ovl.setxattr(ino, OsStr::new("trusted.overlay.opaque"), b"y", 0)
         .unwrap();
     assert!(!opaque(&s.p("u/f")), "stored escaped, not as the real mark");
-    let names = ovl.listxattr(ino).unwrap();
+    let names = ovl.listxattr(ino, &Caller::ROOT).unwrap();
     assert!(names.iter().any(|n| n == "trusted.overlay.opaque"));
     assert_eq!(
         ovl.getxattr(ino, OsStr::new("trusted.overlay.opaque"))

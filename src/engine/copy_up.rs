@@ -51,30 +51,34 @@ impl Overlay {
         }
         let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
         let st = sys::fstat(lower.fd.as_fd())?;
-        let pst = sys::fstat(pfd.as_fd())?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
-        let result = self
-            .build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data)
-            .and_then(|()| {
-                sys::renameat2(
-                    work.as_fd(),
-                    &tmp,
-                    pfd.as_fd(),
-                    &name,
-                    sys::RENAME_NOREPLACE,
-                )
-            });
-        if let Err(e) = result {
+        // The copy is built without the parent's lock (it may take long) ...
+        if let Err(e) = self.build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data) {
             let _ = super::remove_tree(work.as_fd(), &tmp);
             tracing::error!(?name, %e, "copy-up failed");
             return Err(e);
+        }
+        // ... and published under it, so no namespace change in the parent races
+        // the rename, and the parent's restored times are not stale.
+        let _dir = super::dir::lock(&parent);
+        let pst = sys::fstat(pfd.as_fd())?;
+        if let Err(e) = sys::renameat2(
+            work.as_fd(),
+            &tmp,
+            pfd.as_fd(),
+            &name,
+            sys::RENAME_NOREPLACE,
+        ) {
+            let _ = super::remove_tree(work.as_fd(), &tmp);
+            // Something took the name meanwhile (the file was removed): it is gone.
+            return Err(if e == Errno::EEXIST { Errno::ENOENT } else { e });
         }
         if self.cfg.fsync == FsyncMode::Strict {
             let _ = sys::reopen(pfd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
                 .and_then(|d| sys::fsync(d.as_fd(), false));
         }
-        // The rename changed the parent's times; put them back.
+        // The rename changed the parent's times; put them back, as the kernel does.
         let _ = sys::futimens_path(
             pfd.as_fd(),
             Some(ts(pst.st_atime, pst.st_atime_nsec)),
@@ -100,9 +104,8 @@ impl Overlay {
         tmp: &OsStr,
         with_data: bool,
     ) -> Result<()> {
-        let kind = st.st_mode & libc::S_IFMT;
         let perm = st.st_mode & 0o7777;
-        match kind {
+        match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => sys::mkdirat(work, tmp, perm)?,
             libc::S_IFLNK => sys::symlinkat(&sys::readlink_fd(src)?, work, tmp)?,
             libc::S_IFREG => {
@@ -123,15 +126,28 @@ impl Overlay {
             _ => sys::mknodat(work, tmp, st.st_mode, st.st_rdev)?,
         }
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        self.copy_xattrs(src, dst.as_fd())?;
-        sys::fchown(dst.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
-        if kind != libc::S_IFLNK {
+        self.copy_metadata(src, st, work, tmp, dst.as_fd())
+    }
+
+    /// Owner, mode, xattrs, then times of `src` onto `dir/name` (open as `dst`).
+    /// xattrs come after chown, which would strip security.capability.
+    pub(super) fn copy_metadata(
+        &self,
+        src: BorrowedFd<'_>,
+        st: &Stat,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        dst: BorrowedFd<'_>,
+    ) -> Result<()> {
+        sys::fchown(dst, Some(st.st_uid), Some(st.st_gid))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             // After chown, which clears set-id bits.
-            sys::fchmod(dst.as_fd(), perm)?;
+            sys::fchmod(dst, st.st_mode & 0o7777)?;
         }
+        self.copy_xattrs(src, dst)?;
         sys::utimensat(
-            work,
-            tmp,
+            dir,
+            name,
             Some(ts(st.st_atime, st.st_atime_nsec)),
             Some(ts(st.st_mtime, st.st_mtime_nsec)),
         )
@@ -155,9 +171,9 @@ impl Overlay {
             };
             match sys::setxattr(dst, &name, &value, 0) {
                 Ok(()) => {}
-                // The upper may not take a namespace the lower had (as in the kernel,
-                // security.* labels and the like are best effort).
-                Err(e) if e == Errno::EOPNOTSUPP || e == Errno::EPERM => {
+                // ACLs and security labels must follow, or access would change
+                // (the kernel's ovl_must_copy_xattr); others are best effort.
+                Err(e) if (e == Errno::EOPNOTSUPP || e == Errno::EPERM) && !must_copy(&name) => {
                     tracing::warn!(?name, %e, "xattr not copied up");
                 }
                 Err(e) => return Err(e),
@@ -165,6 +181,13 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+fn must_copy(name: &OsStr) -> bool {
+    let n = name.as_encoded_bytes();
+    n == b"system.posix_acl_access"
+        || n == b"system.posix_acl_default"
+        || n.starts_with(b"security.")
 }
 
 /// Copy `len` bytes, keeping holes: reflink if the filesystem can, else

@@ -23,12 +23,15 @@ pub enum NewObject<'a> {
     Link { source: Arc<Node> },
 }
 
-fn lock(node: &Node) -> MutexGuard<'_, ()> {
+pub(super) fn lock(node: &Node) -> MutexGuard<'_, ()> {
     node.dir_lock.lock().unwrap()
 }
 
 /// Lock two directories in a fixed order (or one, if the same).
-fn lock_pair<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+pub(super) fn lock_pair<'a>(
+    a: &'a Node,
+    b: &'a Node,
+) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
     if a.ino == b.ino {
         (lock(a), None)
     } else if a.ino < b.ino {
@@ -116,15 +119,20 @@ impl Overlay {
     ) -> Result<(Arc<Node>, Option<OwnedFd>)> {
         self.check_writable()?;
         let parent = self.node(parent_ino)?;
+        if self.resolve(&parent, name, false)?.visible() {
+            return Err(Errno::EEXIST);
+        }
+        // Copy-ups first, without any directory lock held (copy-up takes the
+        // parent's lock itself for its final rename).
+        if let NewObject::Link { source } = &what {
+            self.copy_up(source)?;
+        }
+        let pfd = self.upper_dir(&parent)?;
         let _g = lock(&parent);
         let r = self.resolve(&parent, name, false)?;
         if r.visible() {
             return Err(Errno::EEXIST);
         }
-        if let NewObject::Link { source } = &what {
-            self.copy_up(source)?;
-        }
-        let pfd = self.upper_dir(&parent)?;
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
         let file = if r.upper_whiteout {
             // Build it in the workdir and swap it with the whiteout in one step.
@@ -235,15 +243,7 @@ impl Overlay {
     // ---- removal -------------------------------------------------------------
 
     /// Replace `pfd/name` with a whiteout, or remove it where nothing lies below.
-    /// Returns the removed upper object's fd for bookkeeping.
-    fn remove_entry(
-        &self,
-        parent: &Arc<Node>,
-        name: &OsStr,
-        r: &Resolved,
-        is_dir: bool,
-    ) -> Result<()> {
-        let pfd = self.upper_dir(parent)?;
+    fn remove_entry(&self, pfd: &OwnedFd, name: &OsStr, r: &Resolved, is_dir: bool) -> Result<()> {
         let work = self.work_fd()?;
         if r.lower_positive || !r.lowers.is_empty() {
             let wh = self.make_tmp_whiteout()?;
@@ -271,7 +271,7 @@ impl Overlay {
     }
 
     /// After an object lost a name: if it is gone for good, stop finding its node by number.
-    fn forget_if_gone(&self, victim: Option<Arc<Node>>) {
+    pub(super) fn forget_if_gone(&self, victim: Option<Arc<Node>>) {
         if let Some(v) = victim
             && let Some(up) = v.upper()
             && sys::fstat(up.as_fd())
@@ -283,7 +283,7 @@ impl Overlay {
     }
 
     /// The live node for a resolved name, if the kernel holds one.
-    fn live_node(&self, parent: &Arc<Node>, name: &OsStr) -> Option<Arc<Node>> {
+    pub(super) fn live_node(&self, parent: &Arc<Node>, name: &OsStr) -> Option<Arc<Node>> {
         let r = self.resolve(parent, name, false).ok()?;
         if !r.visible() {
             return None;
@@ -293,215 +293,55 @@ impl Overlay {
         Some(n)
     }
 
-    pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
-        self.check_writable()?;
-        let parent = self.node(parent_ino)?;
-        let _g = lock(&parent);
-        let r = self.resolve(&parent, name, true)?;
+    /// The checks of unlink and rmdir, made before anything changes and again
+    /// under the lock. Returns the resolution and the victim's node.
+    fn check_remove(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        dir: bool,
+    ) -> Result<(Resolved, Arc<Node>)> {
+        let r = self.resolve(parent, name, true)?;
         if !r.visible() {
             return Err(Errno::ENOENT);
         }
-        if r.is_dir() {
-            return Err(Errno::EISDIR);
+        match (dir, r.is_dir()) {
+            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::ENOTDIR),
+            _ => {}
         }
-        let victim = self.live_node(&parent, name);
-        self.remove_entry(&parent, name, &r, false)?;
-        self.forget_if_gone(victim);
+        let victim = self.live_node(parent, name).ok_or(Errno::ENOENT)?;
+        if dir && !self.is_empty_dir(&victim)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        Ok((r, victim))
+    }
+
+    fn remove(&self, parent_ino: u64, name: &OsStr, dir: bool) -> Result<()> {
+        self.check_writable()?;
+        let parent = self.node(parent_ino)?;
+        self.check_remove(&parent, name, dir)?;
+        let pfd = self.upper_dir(&parent)?;
+        let _g = lock(&parent);
+        let (r, victim) = self.check_remove(&parent, name, dir)?;
+        self.remove_entry(&pfd, name, &r, dir)?;
+        if dir {
+            self.nodes.unkey(&victim);
+        } else {
+            self.forget_if_gone(Some(victim));
+        }
         Ok(())
+    }
+
+    pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent_ino, name, false)
     }
 
     pub fn rmdir(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
-        self.check_writable()?;
-        let parent = self.node(parent_ino)?;
-        let _g = lock(&parent);
-        let r = self.resolve(&parent, name, true)?;
-        if !r.visible() {
-            return Err(Errno::ENOENT);
-        }
-        if !r.is_dir() {
-            return Err(Errno::ENOTDIR);
-        }
-        let victim = self.live_node(&parent, name).ok_or(Errno::ENOENT)?;
-        if !self.is_empty_dir(&victim)? {
-            return Err(Errno::ENOTEMPTY);
-        }
-        self.remove_entry(&parent, name, &r, true)?;
-        self.nodes.unkey(&victim);
-        Ok(())
+        self.remove(parent_ino, name, true)
     }
 
-    // ---- rename -------------------------------------------------------------
-
-    pub fn rename(
-        &self,
-        old_parent: u64,
-        old_name: &OsStr,
-        new_parent: u64,
-        new_name: &OsStr,
-        flags: u32,
-    ) -> Result<()> {
-        self.check_writable()?;
-        if flags & sys::RENAME_WHITEOUT != 0
-            || flags & !(sys::RENAME_NOREPLACE | sys::RENAME_EXCHANGE) != 0
-            || flags & sys::RENAME_NOREPLACE != 0 && flags & sys::RENAME_EXCHANGE != 0
-        {
-            return Err(Errno::EINVAL);
-        }
-        let exchange = flags & sys::RENAME_EXCHANGE != 0;
-        let op = self.node(old_parent)?;
-        let np = self.node(new_parent)?;
-        let _g = lock_pair(&op, &np);
-        let src = self.resolve(&op, old_name, true)?;
-        if !src.visible() {
-            return Err(Errno::ENOENT);
-        }
-        let dst = self.resolve(&np, new_name, true)?;
-        if dst.visible() && flags & sys::RENAME_NOREPLACE != 0 {
-            return Err(Errno::EEXIST);
-        }
-        if exchange && !dst.visible() {
-            return Err(Errno::ENOENT);
-        }
-        let src_dir = src.is_dir();
-        let dst_dir = dst.is_dir();
-        if dst.visible() && !exchange {
-            if src_dir && !dst_dir {
-                return Err(Errno::ENOTDIR);
-            }
-            if !src_dir && dst_dir {
-                return Err(Errno::EISDIR);
-            }
-        }
-        let src_node = self.live_node(&op, old_name).ok_or(Errno::ENOENT)?;
-        let dst_node = if dst.visible() {
-            self.live_node(&np, new_name)
-        } else {
-            None
-        };
-        if let Some(d) = &dst_node
-            && d.ino == src_node.ino
-        {
-            return Ok(()); // same object (hard links): nothing to do
-        }
-        // Moving a directory into itself is caught by the VFS before we are called.
-        if src_dir && !src.lowers.is_empty() || exchange && dst_dir && !dst.lowers.is_empty() {
-            return Err(Errno::EXDEV);
-        }
-        // A merged target must be empty in the union; a pure upper one is left
-        // to the real rename (after the opaque mark is set, as in the kernel).
-        if dst_dir && !exchange && !dst.lowers.is_empty() {
-            let d = dst_node.as_ref().ok_or(Errno::ENOENT)?;
-            if !self.is_empty_dir(d)? {
-                return Err(Errno::ENOTEMPTY);
-            }
-        }
-        self.copy_up(&src_node)?;
-        if let Some(d) = &dst_node
-            && exchange
-        {
-            self.copy_up(d)?;
-        }
-        let ofd = self.upper_dir(&op)?;
-        let nfd = self.upper_dir(&np)?;
-        let work = self.work_fd()?;
-
-        if exchange {
-            sys::renameat2(
-                ofd.as_fd(),
-                old_name,
-                nfd.as_fd(),
-                new_name,
-                sys::RENAME_EXCHANGE,
-            )?;
-            // A pure upper directory moved into a merged one must not show what lies below.
-            if src_dir && !src.opaque && np.is_merged() {
-                self.set_opaque(&src_node)?;
-            }
-            if dst_dir && !dst.opaque && op.is_merged() {
-                self.set_opaque(dst_node.as_ref().ok_or(Errno::EIO)?)?;
-            }
-        } else {
-            // Overwriting a merged (empty) directory: first swap it for an empty
-            // opaque one, so the real rename replaces an empty directory.
-            let mut cleared = None;
-            if dst_dir && dst.upper.is_some() && !dst.lowers.is_empty() {
-                let tmp = self.tmp_name();
-                sys::mkdirat(work.as_fd(), &tmp, 0o755)?;
-                sys::renameat2(
-                    work.as_fd(),
-                    &tmp,
-                    nfd.as_fd(),
-                    new_name,
-                    sys::RENAME_EXCHANGE,
-                )
-                .inspect_err(|_| {
-                    let _ = sys::unlinkat(work.as_fd(), &tmp, true);
-                })?;
-                cleared = Some(tmp);
-            }
-            let mut rflags = 0;
-            let mut drop_whiteout = false;
-            if src.lower_positive {
-                rflags = if dst.upper_whiteout {
-                    sys::RENAME_EXCHANGE
-                } else {
-                    sys::RENAME_WHITEOUT
-                };
-            } else if src_dir && dst.upper_whiteout {
-                rflags = sys::RENAME_EXCHANGE;
-                drop_whiteout = true;
-            }
-            if src_dir && !src.opaque && np.is_merged() {
-                self.set_opaque(&src_node)?;
-            }
-            self.rename_real(&ofd, old_name, &nfd, new_name, rflags)?;
-            if drop_whiteout {
-                let _ = sys::unlinkat(ofd.as_fd(), old_name, false);
-            }
-            if let Some(tmp) = cleared {
-                self.remove_work_tree(&tmp);
-            }
-        }
-
-        {
-            let mut st = src_node.state.write().unwrap();
-            st.parent = Some(np.clone());
-            st.name = new_name.to_os_string();
-        }
-        if let Some(d) = dst_node {
-            if exchange {
-                let mut st = d.state.write().unwrap();
-                st.parent = Some(op.clone());
-                st.name = old_name.to_os_string();
-            } else {
-                self.forget_if_gone(Some(d));
-            }
-        }
-        Ok(())
-    }
-
-    /// renameat2 in the upper layer; RENAME_WHITEOUT falls back to an exchange
-    /// with a whiteout made in the workdir where the filesystem lacks it.
-    fn rename_real(
-        &self,
-        ofd: &OwnedFd,
-        old: &OsStr,
-        nfd: &OwnedFd,
-        new: &OsStr,
-        flags: u32,
-    ) -> Result<()> {
-        match sys::renameat2(ofd.as_fd(), old, nfd.as_fd(), new, flags) {
-            Err(e) if flags == sys::RENAME_WHITEOUT && e == Errno::EINVAL => {
-                sys::renameat2(ofd.as_fd(), old, nfd.as_fd(), new, 0)?;
-                let wh = self.make_tmp_whiteout()?;
-                let work = self.work_fd()?;
-                sys::renameat2(work.as_fd(), &wh, ofd.as_fd(), old, sys::RENAME_NOREPLACE)
-            }
-            other => other,
-        }
-    }
-
-    fn set_opaque(&self, dir: &Node) -> Result<()> {
+    pub(super) fn set_opaque(&self, dir: &Node) -> Result<()> {
         let up = dir.upper().ok_or(Errno::EIO)?;
         sys::setxattr(up.as_fd(), &self.xattr.opaque(), b"y", 0)?;
         dir.state.write().unwrap().opaque = true;

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 
 use super::node::Node;
-use super::{Errno, Overlay, Result};
+use super::{Caller, Errno, Overlay, Result};
 use crate::sys::{self, Stat};
 
 /// Attributes of an overlay inode, as the overlay shows them.
@@ -135,10 +135,16 @@ impl Overlay {
         sys::getxattr(node.top_fd().as_fd(), &self.xattr.to_real(name))
     }
 
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<OsString>> {
+    /// Names of the xattrs; trusted.* only for root (CAP_SYS_ADMIN), as
+    /// filesystems list them.
+    pub fn listxattr(&self, ino: u64, caller: &Caller) -> Result<Vec<OsString>> {
         let node = self.node(ino)?;
         let names = sys::listxattr(node.top_fd().as_fd())?;
-        Ok(names.iter().filter_map(|n| self.xattr.to_user(n)).collect())
+        Ok(names
+            .iter()
+            .filter_map(|n| self.xattr.to_user(n))
+            .filter(|n| caller.uid == 0 || !n.as_encoded_bytes().starts_with(b"trusted."))
+            .collect())
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {

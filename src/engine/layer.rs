@@ -18,6 +18,9 @@ pub struct Layer {
     pub root: OwnedFd,
     /// st_dev of the layer's filesystem.
     pub dev: u64,
+    /// The exclusive flock that marks the upper and work directories in use;
+    /// released when the overlay is dropped.
+    in_use: Option<OwnedFd>,
 }
 
 /// Why a stack cannot be mounted. Each names the path and the cause.
@@ -31,10 +34,12 @@ pub enum SetupError {
     },
     #[error("{0}: not a directory")]
     NotDir(PathBuf),
+    #[error("{0} and {1} overlap: no layer may be inside another")]
+    Overlap(PathBuf, PathBuf),
+    #[error("{0}: in use by another ovlfs mount")]
+    InUse(PathBuf),
     #[error("workdir {work} and upperdir {upper} must be on the same filesystem")]
     WorkOtherFs { work: PathBuf, upper: PathBuf },
-    #[error("workdir {work} and upperdir {upper} must not be nested in each other")]
-    Nested { work: PathBuf, upper: PathBuf },
     #[error(
         "{0}: the upper filesystem does not support {1} xattrs (needed for opaque directories)"
     )]
@@ -50,6 +55,8 @@ pub(super) struct Setup {
     pub lowers: Vec<Layer>,
     pub upper: Option<Layer>,
     pub work: Option<OwnedFd>,
+    /// The workdir itself, held for its in-use lock.
+    pub workdir: Option<Layer>,
 }
 
 fn open_dir(path: &Path) -> Result<Layer, SetupError> {
@@ -78,6 +85,7 @@ fn open_dir(path: &Path) -> Result<Layer, SetupError> {
         path: path.into(),
         root,
         dev: st.st_dev,
+        in_use: None,
     })
 }
 
@@ -96,24 +104,19 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
         .iter()
         .map(|p| open_dir(p))
         .collect::<Result<Vec<_>, _>>()?;
+    check_overlap(cfg)?;
     let (Some(upper_path), Some(work_path)) = (&cfg.upper, &cfg.work) else {
         return Ok(Setup {
             lowers,
             upper: None,
             work: None,
+            workdir: None,
         });
     };
-    let upper = open_dir(upper_path)?;
-    let workdir = open_dir(work_path)?;
+    let mut upper = open_dir(upper_path)?;
+    let mut workdir = open_dir(work_path)?;
     if upper.dev != workdir.dev {
         return Err(SetupError::WorkOtherFs {
-            work: work_path.clone(),
-            upper: upper_path.clone(),
-        });
-    }
-    let (cu, cw) = (canonical(upper_path)?, canonical(work_path)?);
-    if cu.starts_with(&cw) || cw.starts_with(&cu) {
-        return Err(SetupError::Nested {
             work: work_path.clone(),
             upper: upper_path.clone(),
         });
@@ -124,15 +127,64 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
             lowers,
             upper: Some(upper),
             work: None,
+            workdir: None,
         });
     }
+    lock_in_use(&mut upper)?;
+    lock_in_use(&mut workdir)?;
     let work = prepare_workdir(&workdir, cfg)?;
     probe_xattrs(&workdir, cfg)?;
     Ok(Setup {
         lowers,
         upper: Some(upper),
         work: Some(work),
+        workdir: Some(workdir),
     })
+}
+
+/// No layer may lie inside another (the kernel's ELOOP check): the overlay
+/// would show its own upper or work directory, or recurse into itself.
+fn check_overlap(cfg: &Config) -> Result<(), SetupError> {
+    let mut roots = Vec::new();
+    for p in cfg
+        .lowers
+        .iter()
+        .chain(cfg.upper.iter())
+        .chain(cfg.work.iter())
+    {
+        roots.push((p.clone(), canonical(p)?));
+    }
+    for (i, (pa, ca)) in roots.iter().enumerate() {
+        for (pb, cb) in &roots[i + 1..] {
+            // The same lower twice is harmless; nesting is not.
+            if ca != cb && (ca.starts_with(cb) || cb.starts_with(ca)) {
+                return Err(SetupError::Overlap(pa.clone(), pb.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Take an exclusive lock on a layer directory for the life of the mount, so
+/// a second ovlfs cannot empty our workdir under us (the kernel's "inuse").
+fn lock_in_use(layer: &mut Layer) -> Result<(), SetupError> {
+    let fd =
+        sys::reopen(layer.root.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(|errno| {
+            SetupError::Io {
+                path: layer.path.clone(),
+                what: "cannot open",
+                errno,
+            }
+        })?;
+    // A daemon that was just unmounted may still be exiting: give it a moment.
+    for _ in 0..40 {
+        if sys::flock_exclusive(fd.as_fd()).is_ok() {
+            layer.in_use = Some(fd);
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(SetupError::InUse(layer.path.clone()))
 }
 
 /// `W/work` is scratch: emptied at every mount. `W/work/incompat/*` refuses the mount.

@@ -294,26 +294,22 @@ impl Overlay {
 }
 
 /// The root node: the layer roots merged.
-pub(super) fn root_node(setup: &Setup, x: &XattrNames) -> Result<Node> {
+pub(super) fn root_node(setup: &Setup) -> Result<Node> {
     let dup = |fd: &OwnedFd| -> Result<Arc<OwnedFd>> {
         Ok(Arc::new(fd.try_clone().map_err(Errno::from)?))
     };
-    let mut lowers = Vec::new();
-    let mut opaque = false;
-    if let Some(u) = &setup.upper {
-        opaque = dir_is_opaque(x, u.root.as_fd(), false);
-    }
-    if !opaque {
-        for (i, l) in setup.lowers.iter().enumerate() {
-            lowers.push(LowerEntry {
+    // The roots always merge every lower layer: the kernel ignores opaque marks there.
+    let lowers = setup
+        .lowers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(LowerEntry {
                 layer: i,
                 fd: dup(&l.root)?,
-            });
-            if dir_is_opaque(x, l.root.as_fd(), true) {
-                break;
-            }
-        }
-    }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let upper = setup.upper.as_ref().map(|u| dup(&u.root)).transpose()?;
     let top = upper.clone().unwrap_or_else(|| lowers[0].fd.clone());
     let st = sys::fstat(top.as_fd())?;
@@ -325,7 +321,7 @@ pub(super) fn root_node(setup: &Setup, x: &XattrNames) -> Result<Node> {
             name: Default::default(),
             upper,
             lowers,
-            opaque,
+            opaque: false,
         },
         Key::new(st.st_dev, st.st_ino),
     ))

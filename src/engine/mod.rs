@@ -14,6 +14,7 @@ mod layer;
 mod lookup;
 mod node;
 mod readdir;
+mod rename;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -62,6 +63,8 @@ pub struct Overlay {
     upper: Option<Layer>,
     /// `W/work`: scratch space for atomic copy-up, whiteouts and removal.
     work: Option<OwnedFd>,
+    /// Held for its in-use lock.
+    _workdir: Option<Layer>,
     nodes: NodeTable,
     files: FileTable,
     dirs: readdir::DirTable,
@@ -77,7 +80,7 @@ impl Overlay {
     pub fn new(cfg: Config) -> std::result::Result<Overlay, SetupError> {
         let setup = layer::open_layers(&cfg)?;
         let xattr = XattrNames::new(cfg.userxattr);
-        let root = lookup::root_node(&setup, &xattr).map_err(|e| SetupError::Io {
+        let root = lookup::root_node(&setup).map_err(|e| SetupError::Io {
             path: cfg.lowers[0].clone(),
             what: "cannot read the layer roots",
             errno: e,
@@ -89,6 +92,7 @@ impl Overlay {
             lowers: setup.lowers,
             upper: setup.upper,
             work: setup.work,
+            _workdir: setup.workdir,
             files: FileTable::default(),
             dirs: readdir::DirTable::default(),
             tmp_counter: AtomicU64::new(0),

@@ -131,10 +131,19 @@ impl OverlayFs {
         ferr(e)
     }
 
+    /// Reply with a node the engine handed one kernel reference; give the
+    /// reference back if the reply cannot be made.
     fn reply_node(&self, op: &str, r: Result<Arc<Node>, Errno>, reply: ReplyEntry) {
-        match r.and_then(|n| self.ovl.getattr(n.ino)) {
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => return reply.error(self.fail(op, e)),
+        };
+        match self.ovl.getattr(n.ino) {
             Ok(a) => reply.entry(&TTL, &to_attr(&a), Generation(0)),
-            Err(e) => reply.error(self.fail(op, e)),
+            Err(e) => {
+                self.ovl.forget(n.ino, 1);
+                reply.error(self.fail(op, e))
+            }
         }
     }
 }
@@ -149,16 +158,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.ovl.lookup(parent.0, name) {
-            Ok(n) => match self.ovl.getattr(n.ino) {
-                Ok(a) => reply.entry(&TTL, &to_attr(&a), Generation(0)),
-                Err(e) => {
-                    self.ovl.forget(n.ino, 1);
-                    reply.error(self.fail("lookup", e));
-                }
-            },
-            Err(e) => reply.error(self.fail("lookup", e)),
-        }
+        self.reply_node("lookup", self.ovl.lookup(parent.0, name), reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -478,8 +478,8 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.ovl.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.ovl.listxattr(ino.0, &caller(req)) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names {
@@ -520,7 +520,12 @@ impl Filesystem for OverlayFs {
         let r = self
             .ovl
             .create(&caller(req), parent.0, name, mode, flags)
-            .and_then(|(n, fh)| Ok((self.ovl.getattr(n.ino)?, fh)));
+            .and_then(|(n, fh)| {
+                self.ovl.getattr(n.ino).map(|a| (a, fh)).inspect_err(|_| {
+                    self.ovl.release(fh);
+                    self.ovl.forget(n.ino, 1);
+                })
+            });
         match r {
             Ok((a, fh)) => reply.created(
                 &TTL,

@@ -355,6 +355,12 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
     check_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
 }
 
+/// Non-blocking exclusive flock.
+pub fn flock_exclusive(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+}
+
 pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> Result<(), Errno> {
     // SAFETY: plain fd call.
     check(unsafe {

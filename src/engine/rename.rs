@@ -1,0 +1,231 @@
+//! rename(2) and renameat2 with RENAME_NOREPLACE and RENAME_EXCHANGE.
+//!
+//! As the kernel's ovl_rename: every check that can fail is made before the
+//! upper layer changes; then the objects and both parents are copied up
+//! (without directory locks held), the locks taken, the checks made again,
+//! and one real renameat2 does the move. A lower name left behind gets a
+//! whiteout in the same step (RENAME_WHITEOUT, or an exchange with a whiteout
+//! already at the target); a pure upper directory moved into a merged one is
+//! marked opaque first. Directories that come from a lower layer cannot move
+//! without redirect_dir: EXDEV, as the kernel says.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use super::dir::lock_pair;
+use super::lookup::Resolved;
+use super::node::Node;
+use super::remove_tree;
+use super::{Errno, Overlay, Result};
+use crate::sys;
+
+/// One side of a rename, resolved and checked.
+struct Side {
+    r: Resolved,
+    node: Option<Arc<Node>>,
+}
+
+struct Plan {
+    src: Side,
+    dst: Side,
+    /// Same object under both names (hard links): nothing to do.
+    same: bool,
+}
+
+impl Overlay {
+    pub fn rename(
+        &self,
+        old_parent: u64,
+        old_name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if flags & sys::RENAME_WHITEOUT != 0
+            || flags & !(sys::RENAME_NOREPLACE | sys::RENAME_EXCHANGE) != 0
+            || flags & sys::RENAME_NOREPLACE != 0 && flags & sys::RENAME_EXCHANGE != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        let exchange = flags & sys::RENAME_EXCHANGE != 0;
+        let op = self.node(old_parent)?;
+        let np = self.node(new_parent)?;
+
+        let plan = self.plan_rename(&op, old_name, &np, new_name, flags)?;
+        if plan.same {
+            return Ok(());
+        }
+        self.copy_up(plan.src.node.as_ref().ok_or(Errno::ENOENT)?)?;
+        let ofd = self.upper_dir(&op)?;
+        let nfd = self.upper_dir(&np)?;
+        if exchange {
+            self.copy_up(plan.dst.node.as_ref().ok_or(Errno::ENOENT)?)?;
+        }
+
+        let _g = lock_pair(&op, &np);
+        let plan = self.plan_rename(&op, old_name, &np, new_name, flags)?;
+        if plan.same {
+            return Ok(());
+        }
+        let (src, dst) = (plan.src, plan.dst);
+        let src_node = src.node.clone().ok_or(Errno::ENOENT)?;
+        // Copied up above: if the upper object is gone now, the name raced away.
+        if src.r.upper.is_none() || exchange && dst.r.upper.is_none() {
+            return Err(Errno::ENOENT);
+        }
+        let (src_dir, dst_dir) = (src.r.is_dir(), dst.r.is_dir());
+        // A pure upper directory moved into a merged one must not show what lies
+        // below its new name: mark it opaque before it moves.
+        if src_dir && !src.r.opaque && np.is_merged() {
+            self.set_opaque(&src_node)?;
+        }
+        if exchange {
+            let dst_node = dst.node.clone().ok_or(Errno::ENOENT)?;
+            if dst_dir && !dst.r.opaque && op.is_merged() {
+                self.set_opaque(&dst_node)?;
+            }
+            sys::renameat2(
+                ofd.as_fd(),
+                old_name,
+                nfd.as_fd(),
+                new_name,
+                sys::RENAME_EXCHANGE,
+            )?;
+            set_place(&src_node, &np, new_name);
+            set_place(&dst_node, &op, old_name);
+            return Ok(());
+        }
+
+        // Overwriting a merged (empty) directory: replace its upper with an empty
+        // opaque copy first, so the real rename replaces an empty directory.
+        let cleared = if dst_dir && dst.r.upper.is_some() && !dst.r.lowers.is_empty() {
+            Some(self.clear_empty(&nfd, new_name, dst.r.upper.as_ref().ok_or(Errno::EIO)?)?)
+        } else {
+            None
+        };
+        let mut rflags = 0;
+        let mut drop_whiteout = false;
+        if src.r.lower_positive {
+            // Leave a whiteout at the old name; swap with one already at the new name.
+            rflags = if dst.r.upper_whiteout {
+                sys::RENAME_EXCHANGE
+            } else {
+                sys::RENAME_WHITEOUT
+            };
+        } else if src_dir && dst.r.upper_whiteout {
+            // A directory cannot replace the whiteout: swap, then drop it.
+            rflags = sys::RENAME_EXCHANGE;
+            drop_whiteout = true;
+        }
+        sys::renameat2(ofd.as_fd(), old_name, nfd.as_fd(), new_name, rflags)?;
+        if drop_whiteout {
+            let _ = sys::unlinkat(ofd.as_fd(), old_name, false);
+        }
+        if let Some(tmp) = cleared {
+            self.remove_work_tree(&tmp);
+        }
+        set_place(&src_node, &np, new_name);
+        self.forget_if_gone(dst.node);
+        Ok(())
+    }
+
+    /// Resolve both names and make every check the kernel makes before changing anything.
+    fn plan_rename(
+        &self,
+        op: &Arc<Node>,
+        old_name: &OsStr,
+        np: &Arc<Node>,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<Plan> {
+        let exchange = flags & sys::RENAME_EXCHANGE != 0;
+        let src = self.resolve(op, old_name, true)?;
+        if !src.visible() {
+            return Err(Errno::ENOENT);
+        }
+        let dst = self.resolve(np, new_name, true)?;
+        if dst.visible() && flags & sys::RENAME_NOREPLACE != 0 {
+            return Err(Errno::EEXIST);
+        }
+        if exchange && !dst.visible() {
+            return Err(Errno::ENOENT);
+        }
+        let (src_dir, dst_dir) = (src.is_dir(), dst.is_dir());
+        if dst.visible() && !exchange {
+            if src_dir && !dst_dir {
+                return Err(Errno::ENOTDIR);
+            }
+            if !src_dir && dst_dir {
+                return Err(Errno::EISDIR);
+            }
+        }
+        let src_node = self.live_node(op, old_name);
+        let dst_node = if dst.visible() {
+            self.live_node(np, new_name)
+        } else {
+            None
+        };
+        let same = matches!((&src_node, &dst_node), (Some(s), Some(d)) if s.ino == d.ino);
+        // Moving a directory into itself is caught by the VFS before we are called.
+        if !same
+            && (src_dir && !src.lowers.is_empty() || exchange && dst_dir && !dst.lowers.is_empty())
+        {
+            return Err(Errno::EXDEV);
+        }
+        // A merged target must be empty in the union; a pure upper one is left to
+        // the real rename (after the opaque mark is set, as in the kernel).
+        if !same && dst_dir && !exchange && !dst.lowers.is_empty() {
+            let d = dst_node.as_ref().ok_or(Errno::ENOENT)?;
+            if !self.is_empty_dir(d)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        Ok(Plan {
+            src: Side {
+                r: src,
+                node: src_node,
+            },
+            dst: Side {
+                r: dst,
+                node: dst_node,
+            },
+            same,
+        })
+    }
+
+    /// Swap the upper directory `dir/name` (empty in the union, but holding
+    /// whiteouts) for an empty opaque copy with the same owner, mode, xattrs
+    /// and times, as the kernel's ovl_clear_empty. Returns the work name of the
+    /// old directory, to be removed once the rename is done.
+    fn clear_empty(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        old: &(OwnedFd, sys::Stat),
+    ) -> Result<OsString> {
+        let (old_fd, st) = old;
+        let work = self.work_fd()?;
+        let tmp = self.tmp_name();
+        let built = (|| {
+            sys::mkdirat(work.as_fd(), &tmp, st.st_mode & 0o7777)?;
+            let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            self.copy_metadata(old_fd.as_fd(), st, work.as_fd(), &tmp, fd.as_fd())?;
+            sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0)?;
+            sys::renameat2(work.as_fd(), &tmp, dir.as_fd(), name, sys::RENAME_EXCHANGE)
+        })();
+        if let Err(e) = built {
+            let _ = remove_tree(work.as_fd(), &tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+}
+
+/// Record a node's new place after it moved.
+fn set_place(node: &Node, parent: &Arc<Node>, name: &OsStr) {
+    let mut st = node.state.write().unwrap();
+    st.parent = Some(parent.clone());
+    st.name = name.to_os_string();
+}
