@@ -74,7 +74,7 @@ impl Overlay {
         name: &OsStr,
         what: &NewObject<'_>,
         mode: u32,
-        owner: (u32, u32),
+        owner: Option<(u32, u32)>,
     ) -> Result<Option<OwnedFd>> {
         let perm = mode & 0o7777;
         let mut file = None;
@@ -93,12 +93,15 @@ impl Overlay {
                 return sys::link_fd(up.as_fd(), dir, name).map(|()| None);
             }
         }
+        let Some((uid, gid)) = owner else {
+            return Ok(file);
+        };
         let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let undo = |e: Errno| {
             let _ = sys::unlinkat(dir, name, matches!(what, NewObject::Dir));
             e
         };
-        sys::fchown(fd.as_fd(), Some(owner.0), Some(owner.1)).map_err(undo)?;
+        sys::fchown(fd.as_fd(), Some(uid), Some(gid)).map_err(undo)?;
         if !matches!(what, NewObject::Symlink { .. }) && perm & (libc::S_ISUID | libc::S_ISGID) != 0
         {
             // chown dropped the set-id bits; the caller asked for them.
@@ -134,26 +137,36 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
-        let file = if r.upper_whiteout {
+        // Made directly in place only when the layer gives it the right owner by
+        // itself (root caller) or it has none of its own (a link); else it is
+        // built in the workdir and moved in, so a crash never leaves an object
+        // with the daemon's ownership at the visible path.
+        let pst = parent.stat()?;
+        let direct = matches!(what, NewObject::Link { .. })
+            || caller.uid == 0 && (caller.gid == 0 || pst.st_mode & libc::S_ISGID != 0);
+        let file = if r.upper_whiteout || !direct {
             // Build it in the workdir and swap it with the whiteout in one step.
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
-            let file = self.make_real(work.as_fd(), &tmp, &what, mode, (uid, gid))?;
+            let file = self.make_real(work.as_fd(), &tmp, &what, mode, Some((uid, gid)))?;
+            let flags = if r.upper_whiteout { sys::RENAME_EXCHANGE } else { sys::RENAME_NOREPLACE };
             let swapped = (|| {
-                if matches!(what, NewObject::Dir) {
+                if r.upper_whiteout && matches!(what, NewObject::Dir) {
                     let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
                     sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0)?;
                 }
-                sys::renameat2(work.as_fd(), &tmp, pfd.as_fd(), name, sys::RENAME_EXCHANGE)
+                sys::renameat2(work.as_fd(), &tmp, pfd.as_fd(), name, flags)
             })();
             if let Err(e) = swapped {
                 let _ = super::remove_tree(work.as_fd(), &tmp);
                 return Err(e);
             }
-            self.remove_work_tree(&tmp);
+            if r.upper_whiteout {
+                self.remove_work_tree(&tmp);
+            }
             file
         } else {
-            self.make_real(pfd.as_fd(), name, &what, mode, (uid, gid))?
+            self.make_real(pfd.as_fd(), name, &what, mode, None)?
         };
         let node = match &what {
             NewObject::Link { source } => {
