@@ -149,7 +149,11 @@ impl Overlay {
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
             let file = self.make_real(work.as_fd(), &tmp, &what, mode, Some((uid, gid)))?;
-            let flags = if r.upper_whiteout { sys::RENAME_EXCHANGE } else { sys::RENAME_NOREPLACE };
+            let flags = if r.upper_whiteout {
+                sys::RENAME_EXCHANGE
+            } else {
+                sys::RENAME_NOREPLACE
+            };
             let swapped = (|| {
                 if r.upper_whiteout && matches!(what, NewObject::Dir) {
                     let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
