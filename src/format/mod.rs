@@ -1,4 +1,5 @@
 //! The kernel overlay's on-disk format, shared by the daemon and the tools.
 
+pub mod fh;
 pub mod whiteout;
 pub mod xattr;

@@ -591,3 +591,103 @@ pub fn wait_stop_signal() -> i32 {
     unsafe { libc::sigwait(&set, &mut sig) };
     sig
 }
+
+// ---- file handles and filesystem identity ------------------------------------------
+
+/// A file handle as name_to_handle_at returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHandle {
+    pub handle_type: i32,
+    pub bytes: Vec<u8>,
+}
+
+const MAX_HANDLE_SZ: usize = 128;
+
+#[repr(C)]
+struct RawHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// The file handle of the object behind an fd (O_PATH fds included).
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> Result<FileHandle, Errno> {
+    let mut raw = RawHandle {
+        handle_bytes: MAX_HANDLE_SZ as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: raw is a valid file_handle with room for MAX_HANDLE_SZ bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut raw as *mut RawHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    let n = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok(FileHandle {
+        handle_type: raw.handle_type,
+        bytes: raw.f_handle[..n].to_vec(),
+    })
+}
+
+/// Open an object by file handle on the filesystem of `mount_fd` (O_PATH).
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, fh: &FileHandle) -> Result<OwnedFd, Errno> {
+    if fh.bytes.len() > MAX_HANDLE_SZ {
+        return Err(Errno::EINVAL);
+    }
+    let mut raw = RawHandle {
+        handle_bytes: fh.bytes.len() as u32,
+        handle_type: fh.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..fh.bytes.len()].copy_from_slice(&fh.bytes);
+    // SAFETY: raw is a valid file_handle; the returned fd is ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            &mut raw as *mut RawHandle,
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: r is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The filesystem UUID (FS_IOC_GETFSUUID), as the kernel stores it in sb->s_uuid.
+/// `None` where the filesystem has none.
+pub fn fs_uuid(fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
+    #[repr(C)]
+    struct FsUuid2 {
+        len: u8,
+        uuid: [u8; 16],
+    }
+    // _IOR(0x15, 0, struct fsuuid2)
+    const FS_IOC_GETFSUUID: libc::c_ulong = (2 << 30) | (17 << 16) | (0x15 << 8);
+    let f = reopen(fd, libc::O_RDONLY | libc::O_NONBLOCK).ok()?;
+    let mut out = FsUuid2 {
+        len: 0,
+        uuid: [0; 16],
+    };
+    // SAFETY: out is a valid fsuuid2 buffer.
+    let r = unsafe {
+        libc::ioctl(
+            f.as_raw_fd(),
+            FS_IOC_GETFSUUID as _,
+            &mut out as *mut FsUuid2,
+        )
+    };
+    (r == 0 && out.len == 16).then_some(out.uuid)
+}
