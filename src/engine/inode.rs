@@ -69,19 +69,25 @@ impl Overlay {
     pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr> {
         let node = self.node(ino)?;
         self.check_writable()?;
-        let upper = if set.size == Some(0) && !node.is_dir() {
-            self.copy_up_with(&node, false)?
-        } else {
-            self.copy_up(&node)?
+        // Truncating to zero needs no data copied up; the size still changes
+        // (from the lower's), so the times must change as the truncate would.
+        let mut emptied = false;
+        let upper = match node.upper() {
+            Some(u) => u,
+            None if set.size == Some(0) && !node.is_dir() => {
+                emptied = node.stat()?.st_size != 0;
+                self.copy_up_with(&node, false)?
+            }
+            None => self.copy_up(&node)?,
         };
         let fd = upper.as_fd();
+        if emptied {
+            sys::futimens_path(fd, None, Some(sys::now_timespec()))?;
+        }
         if let Some(size) = set.size {
             match set.fh.and_then(|fh| self.files.get(fh)) {
                 Some(f) if f.writable() => sys::ftruncate(f.real_fd()?.as_fd(), size)?,
-                _ => {
-                    let w = sys::reopen(fd, libc::O_WRONLY)?;
-                    sys::ftruncate(w.as_fd(), size)?;
-                }
+                _ => sys::truncate_path(fd, size)?,
             }
         }
         if set.uid.is_some() || set.gid.is_some() {

@@ -377,6 +377,14 @@ pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> Result<(), Errno> {
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) })
 }
 
+/// truncate(2) the object behind an fd by path: unlike ftruncate it leaves the
+/// times alone when the size does not change, as truncate through a path does.
+pub fn truncate_path(fd: BorrowedFd<'_>, size: u64) -> Result<(), Errno> {
+    let p = proc_path(fd);
+    // SAFETY: valid C string.
+    check(unsafe { libc::truncate(p.as_ptr(), size as i64) })
+}
+
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
     // SAFETY: plain fd call.
     check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as i64, len as i64) })
