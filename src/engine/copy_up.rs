@@ -54,7 +54,10 @@ impl Overlay {
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         // The copy is built without the parent's lock (it may take long) ...
-        if let Err(e) = self.build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data) {
+        let origin =
+            Self::records_origin(&st).then(|| self.origin_value(lower.layer, lower.fd.as_fd()));
+        let built = self.build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data, origin);
+        if let Err(e) = built {
             let _ = super::remove_tree(work.as_fd(), &tmp);
             tracing::error!(?name, %e, "copy-up failed");
             return Err(e);
@@ -63,6 +66,11 @@ impl Overlay {
         // the rename, and the parent's restored times are not stale.
         let _dir = super::dir::lock(&parent);
         let pst = sys::fstat(pfd.as_fd())?;
+        // The parent may now hold an entry whose inode number is not its own.
+        if let Err(e) = self.set_impure(&parent, pfd.as_fd()) {
+            let _ = super::remove_tree(work.as_fd(), &tmp);
+            return Err(e);
+        }
         if let Err(e) = sys::renameat2(
             work.as_fd(),
             &tmp,
@@ -103,6 +111,7 @@ impl Overlay {
         work: BorrowedFd<'_>,
         tmp: &OsStr,
         with_data: bool,
+        origin: Option<Vec<u8>>,
     ) -> Result<()> {
         let perm = st.st_mode & 0o7777;
         match st.st_mode & libc::S_IFMT {
@@ -126,7 +135,11 @@ impl Overlay {
             _ => sys::mknodat(work, tmp, st.st_mode, st.st_rdev)?,
         }
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        self.copy_metadata(src, st, work, tmp, dst.as_fd())
+        self.copy_metadata(src, st, work, tmp, dst.as_fd())?;
+        match origin {
+            Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),
+            None => Ok(()),
+        }
     }
 
     /// Owner, mode, xattrs, then times of `src` onto `dir/name` (open as `dst`).

@@ -18,6 +18,11 @@ pub struct Layer {
     pub root: OwnedFd,
     /// st_dev of the layer's filesystem.
     pub dev: u64,
+    /// The root opened for reading: open_by_handle_at needs a real fd, not O_PATH.
+    pub root_rd: Option<OwnedFd>,
+    /// The filesystem's UUID as the kernel knows it (origin handles carry it);
+    /// all zeros where the filesystem has none.
+    pub uuid: [u8; 16],
     /// The exclusive flock that marks the upper and work directories in use;
     /// released when the overlay is dropped.
     in_use: Option<OwnedFd>,
@@ -81,10 +86,14 @@ fn open_dir(path: &Path) -> Result<Layer, SetupError> {
         what: "cannot stat",
         errno,
     })?;
+    let uuid = sys::fs_uuid(root.as_fd()).unwrap_or([0; 16]);
+    let root_rd = sys::reopen(root.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).ok();
     Ok(Layer {
         path: path.into(),
         root,
         dev: st.st_dev,
+        uuid,
+        root_rd,
         in_use: None,
     })
 }

@@ -32,6 +32,8 @@ pub struct Resolved {
     /// Some lower layer below the parent holds a (non-whiteout) entry of this name,
     /// whether or not it shows: removing or moving the name then needs a whiteout.
     pub lower_positive: bool,
+    /// The lower object an upper non-directory was copied from (its origin).
+    pub origin: Option<Key>,
 }
 
 impl Resolved {
@@ -53,6 +55,18 @@ impl Resolved {
 
     pub fn is_dir(&self) -> bool {
         self.kind() == Some(libc::S_IFDIR)
+    }
+
+    /// Identity whose inode number the object shows: the origin of a copied-up
+    /// file, the top lower directory of a merged one, else the key itself.
+    fn ino_key(&self, key: Key) -> Key {
+        if let Some(o) = self.origin {
+            return o;
+        }
+        match (self.lowers.first(), self.is_dir()) {
+            (Some((_, _, s)), true) => Key::new(s.st_dev, s.st_ino),
+            _ => key,
+        }
     }
 
     /// Identity under which the node table finds this object: the upper object
@@ -156,6 +170,11 @@ impl Overlay {
                 r.upper = Some((fd, st));
             }
         }
+        if let Some((fd, st)) = &r.upper
+            && !is_dir(st)
+        {
+            r.origin = self.decode_origin(fd.as_fd(), st);
+        }
         if !descend {
             if probe_below && !r.upper_whiteout {
                 r.lower_positive = self.lower_positive(&plowers, name);
@@ -170,6 +189,12 @@ impl Overlay {
             if let Some((fd, st)) = probe(dir, name)?
                 && !is_lower_marker(name)
             {
+                if r.lowers.is_empty()
+                    && let Some((ufd, _)) = &r.upper
+                    && is_dir(&st)
+                {
+                    self.fix_origin(parent, ufd.as_fd(), lower.layer, fd.as_fd());
+                }
                 if whiteout::is_whiteout_stat(&st) {
                     break;
                 }
@@ -231,8 +256,10 @@ impl Overlay {
         let key = r.key(parent, name);
         let upper_id = r.upper.as_ref().map(|(_, s)| (s.st_dev, s.st_ino));
         let top_lower = r.lowers.first().map(|(_, _, s)| (s.st_dev, s.st_ino));
+        let ino_key = r.ino_key(key);
         let node = self.nodes.get_or_insert(
             key,
+            ino_key,
             |n| {
                 if n.kind != kind {
                     return false;
@@ -264,6 +291,7 @@ impl Overlay {
                         upper: None,
                         lowers: Vec::new(),
                         opaque: false,
+                        impure: false,
                     },
                     key,
                 )
@@ -322,6 +350,7 @@ pub(super) fn root_node(setup: &Setup) -> Result<Node> {
             upper,
             lowers,
             opaque: false,
+            impure: false,
         },
         Key::new(st.st_dev, st.st_ino),
     ))

@@ -13,6 +13,7 @@ mod inode;
 mod layer;
 mod lookup;
 mod node;
+mod origin;
 mod readdir;
 mod rename;
 

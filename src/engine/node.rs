@@ -35,6 +35,8 @@ pub struct NodeState {
     pub lowers: Vec<LowerEntry>,
     /// The upper directory is opaque (nothing below it is merged).
     pub opaque: bool,
+    /// The upper directory is known to carry the impure mark.
+    pub impure: bool,
 }
 
 pub struct Node {
@@ -192,6 +194,11 @@ impl NodeTable {
         (idx << DEV_SHIFT) | ino
     }
 
+    /// The number of the live node with this identity, if the kernel holds one.
+    pub fn live_ino(&self, key: Key) -> Option<u64> {
+        self.maps.read().unwrap().by_key.get(&key).copied()
+    }
+
     /// The inode number an entry with this identity shows in a listing: the
     /// live node's, else the one a lookup would give it.
     pub fn ino_hint(&self, key: Key) -> u64 {
@@ -210,6 +217,7 @@ impl NodeTable {
     pub fn get_or_insert(
         &self,
         key: Key,
+        ino_key: Key,
         matches: impl Fn(&Node) -> bool,
         make: impl FnOnce(u64) -> Node,
     ) -> Arc<Node> {
@@ -229,7 +237,7 @@ impl NodeTable {
             n.lookups.fetch_add(1, Ordering::Relaxed);
             return n.clone();
         }
-        let mut ino = self.natural_ino(key);
+        let mut ino = self.natural_ino(ino_key);
         while maps.by_ino.contains_key(&ino) {
             ino = self.fallback.fetch_add(1, Ordering::Relaxed);
         }

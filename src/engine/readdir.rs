@@ -7,7 +7,7 @@
 //! merge linear in the number of entries.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -70,19 +70,38 @@ fn read_layer_dir(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, u64, u32, bool)>
 }
 
 impl Overlay {
-    /// The merged listing of a directory node, without `.` and `..`.
-    pub(super) fn merged_entries(&self, node: &Node) -> Result<Vec<DirEntry>> {
+    /// The merged listing of a directory node, without `.` and `..`. With
+    /// `with_ino`, entries carry the inode numbers lookup would give them
+    /// (origins decoded in impure directories, merged subdirectories numbered
+    /// after their lower directory), as the kernel's d_ino translation does.
+    pub(super) fn merged_entries(&self, node: &Node, with_ino: bool) -> Result<Vec<DirEntry>> {
         let (upper, lowers) = {
             let st = node.state.read().unwrap();
             (st.upper.clone(), st.lowers.clone())
         };
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
+        // Upper subdirectories that may merge with a lower one: their index in `out`.
+        let mut upper_dirs: HashMap<OsString, usize> = HashMap::new();
         if let Some(u) = &upper {
             let dev = self.upper.as_ref().map_or(0, |l| l.dev);
+            let impure = with_ino && sys::getxattr(u.as_fd(), &self.xattr.name("impure")).is_ok();
             for (name, ino, kind, wh) in read_layer_dir(u.as_fd())? {
                 if !wh {
-                    let ino = self.nodes.ino_hint(Key::new(dev, ino));
+                    let key = Key::new(dev, ino);
+                    let ino = match self.nodes.live_ino(key) {
+                        Some(i) => i,
+                        None if !with_ino => ino,
+                        None => {
+                            if kind == libc::S_IFDIR && !lowers.is_empty() {
+                                upper_dirs.insert(name.clone(), out.len());
+                            }
+                            let origin = (impure && kind != libc::S_IFDIR)
+                                .then(|| self.entry_origin(u.as_fd(), &name, kind))
+                                .flatten();
+                            self.nodes.ino_hint(origin.unwrap_or(key))
+                        }
+                    };
                     out.push(DirEntry {
                         name: name.clone(),
                         ino,
@@ -105,10 +124,21 @@ impl Overlay {
                     continue;
                 }
                 if seen.contains(&name) {
+                    if kind == libc::S_IFDIR
+                        && let Some(i) = upper_dirs.remove(&name)
+                        && let Some(u) = &upper
+                        && !self.entry_is_opaque(u.as_fd(), &name)
+                    {
+                        out[i].ino = self.nodes.ino_hint(Key::new(dev, ino));
+                    }
                     continue;
                 }
                 if !wh {
-                    let ino = self.nodes.ino_hint(Key::new(dev, ino));
+                    let ino = if with_ino {
+                        self.nodes.ino_hint(Key::new(dev, ino))
+                    } else {
+                        ino
+                    };
                     out.push(DirEntry {
                         name: name.clone(),
                         ino,
@@ -122,9 +152,19 @@ impl Overlay {
         Ok(out)
     }
 
+    fn entry_origin(&self, dir: BorrowedFd<'_>, name: &OsStr, kind: u32) -> Option<Key> {
+        let v = super::origin::lgetxattr_at(dir, name, &self.xattr.name("origin")).ok()?;
+        self.decode_origin_value(&v, kind)
+    }
+
+    fn entry_is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+        super::origin::lgetxattr_at(dir, name, &self.xattr.opaque())
+            .is_ok_and(|v| whiteout::is_opaque_value(&v))
+    }
+
     /// Whether a directory shows no entries (rmdir and rename-over need that).
     pub(super) fn is_empty_dir(&self, node: &Node) -> Result<bool> {
-        Ok(self.merged_entries(node)?.is_empty())
+        Ok(self.merged_entries(node, false)?.is_empty())
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64> {
@@ -156,7 +196,7 @@ impl Overlay {
             ino: parent,
             kind: libc::S_IFDIR,
         });
-        v.extend(self.merged_entries(node)?);
+        v.extend(self.merged_entries(node, true)?);
         Ok(v)
     }
 

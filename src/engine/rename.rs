@@ -70,6 +70,19 @@ impl Overlay {
             return Ok(());
         }
         let (src, dst) = (plan.src, plan.dst);
+        // A parent receiving an entry with an origin may now hold an entry whose
+        // inode number is not its own: mark it impure first.
+        let has_origin = |r: &Resolved| {
+            r.upper.as_ref().is_some_and(|(fd, _)| {
+                sys::getxattr(fd.as_fd(), &self.xattr.name("origin")).is_ok()
+            })
+        };
+        if has_origin(&src.r) {
+            self.set_impure(&np, nfd.as_fd())?;
+        }
+        if exchange && has_origin(&dst.r) {
+            self.set_impure(&op, ofd.as_fd())?;
+        }
         let src_node = src.node.clone().ok_or(Errno::ENOENT)?;
         // Copied up above: if the upper object is gone now, the name raced away.
         if src.r.upper.is_none() || exchange && dst.r.upper.is_none() {
