@@ -27,12 +27,20 @@ OPTIONS (-o, comma separated; empty entries are ignored):
                          generic mount flags (dev and suid are on by default, as in the kernel)
   threads=N              worker threads serving requests (default 4)
   debug                  log every request (same as -d)
-  redirect_dir=nofollow, index=off, metacopy=off, xino=off, nfs_export=off
+  redirect_dir=on|follow|nofollow|off
+                         on (default): renaming a lower or merged directory writes a
+                         redirect, as the kernel with redirect_dir=on; follow/off: redirects
+                         are followed, never written (such renames give EXDEV, the kernel's
+                         default); nofollow: meeting a redirect gives EPERM
+  index=off, metacopy=off, xino=off, nfs_export=off
                          accepted; other values are NOT SUPPORTED YET and refused
 
-NOT SUPPORTED YET: redirect_dir (directory renames of lower/merged dirs give EXDEV),
-origin/index/metacopy/xino, data-only layers (::), POSIX ACL enforcement, running
-as an ordinary user.
+Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
+same across copy-up and remount.
+
+NOT SUPPORTED YET: index, metacopy, xino, nfs_export, uuid=, verity=, data-only layers
+(::), redirects longer than 256 bytes (EXDEV, as the kernel), POSIX ACL enforcement,
+running as an ordinary user.
 
 EXAMPLES:
   ovlfs -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt

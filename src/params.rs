@@ -20,6 +20,17 @@ pub enum FsyncMode {
     Volatile,
 }
 
+/// `redirect_dir=`: whether directory renames write redirects and lookups follow them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectDir {
+    /// Renaming a lower or merged directory writes a redirect; lookups follow them.
+    On,
+    /// Redirects are followed but never written (renames of such dirs: EXDEV).
+    Follow,
+    /// A lookup meeting a redirect fails with EPERM.
+    NoFollow,
+}
+
 /// A validated mount configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +42,7 @@ pub struct Config {
     pub read_only: bool,
     /// Overlay xattrs in `user.overlay.*` instead of `trusted.overlay.*`.
     pub userxattr: bool,
+    pub redirect_dir: RedirectDir,
     pub fsync: FsyncMode,
     pub allow_other: bool,
     /// Generic FUSE/VFS options passed through to the kernel mount
@@ -180,6 +192,7 @@ impl Config {
             work: None,
             read_only: false,
             userxattr: false,
+            redirect_dir: RedirectDir::On,
             fsync: FsyncMode::Auto,
             allow_other: false,
             fuse_options: Vec::new(),
@@ -187,17 +200,33 @@ impl Config {
             threads: 4,
         };
         let mut have_lower = false;
+        let mut redirect_explicit = false;
         for s in option_strings {
             for opt in split_options(s.as_ref()) {
                 let (key, value) = match opt.split_once('=') {
                     Some((k, v)) => (k.to_string(), Some(v.to_string())),
                     None => (opt.clone(), None),
                 };
+                redirect_explicit |= key == "redirect_dir";
                 cfg.apply(&opt, &key, value, &mut have_lower)?;
             }
         }
         if !have_lower {
             return Err(ParamError::Missing("lowerdir"));
+        }
+        // As the kernel: userxattr cannot carry redirects (an unprivileged user
+        // could point them anywhere), so it means nofollow unless told otherwise.
+        if cfg.userxattr {
+            match (redirect_explicit, cfg.redirect_dir) {
+                (true, RedirectDir::NoFollow) | (false, _) => {
+                    cfg.redirect_dir = RedirectDir::NoFollow
+                }
+                (true, _) => {
+                    return Err(ParamError::Conflict(
+                        "userxattr,redirect_dir=on|follow".into(),
+                    ));
+                }
+            }
         }
         match (&cfg.upper, &cfg.work) {
             (Some(_), None) => return Err(ParamError::Missing("workdir (upperdir needs one)")),
@@ -265,15 +294,21 @@ impl Config {
             }
             // Features of the kernel overlay that this build does not implement yet:
             // only the values whose behaviour we really have are accepted.
-            "redirect_dir" => match need(value)?.as_str() {
-                "nofollow" => {}
-                _ => {
-                    return Err(ParamError::Unsupported(
-                        opt.into(),
-                        "redirect_dir=nofollow: directory renames of lower dirs give EXDEV",
-                    ));
+            "redirect_dir" => {
+                self.redirect_dir = match need(value)?.as_str() {
+                    "on" => RedirectDir::On,
+                    // The kernel's "off" follows redirects when redirect_always_follow
+                    // is set, its default; it never writes them.
+                    "follow" | "off" => RedirectDir::Follow,
+                    "nofollow" => RedirectDir::NoFollow,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not on, follow, nofollow or off"),
+                        ));
+                    }
                 }
-            },
+            }
             "index" | "metacopy" | "nfs_export" => match need(value)?.as_str() {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
@@ -335,6 +370,14 @@ mod tests {
             Config::parse(&["lowerdir=/a,index=on"]).unwrap_err(),
             ParamError::Unsupported(..)
         ));
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,userxattr,redirect_dir=on"]).unwrap_err(),
+            ParamError::Conflict(..)
+        ));
+        let c = Config::parse(&["lowerdir=/a,userxattr"]).unwrap();
+        assert_eq!(c.redirect_dir, RedirectDir::NoFollow);
+        let c = Config::parse(&["lowerdir=/a,redirect_dir=off"]).unwrap();
+        assert_eq!(c.redirect_dir, RedirectDir::Follow);
         assert!(matches!(
             Config::parse(&["lowerdir=/a::/d"]).unwrap_err(),
             ParamError::Unsupported(..)

@@ -137,6 +137,11 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
+        // With features that rule out offline changes to the lower layers, the
+        // kernel marks a directory made in a merged one opaque: nothing below
+        // needs to be looked at ever.
+        let opaque_mkdir =
+            matches!(what, NewObject::Dir) && !self.allow_offline_changes() && parent.is_merged();
         // Made directly in place only when the layer gives it the right owner by
         // itself (root caller) or it has none of its own (a link); else it is
         // built in the workdir and moved in, so a crash never leaves an object
@@ -155,7 +160,7 @@ impl Overlay {
                 sys::RENAME_NOREPLACE
             };
             let swapped = (|| {
-                if r.upper_whiteout && matches!(what, NewObject::Dir) {
+                if (r.upper_whiteout || opaque_mkdir) && matches!(what, NewObject::Dir) {
                     let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
                     sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0)?;
                 }
@@ -170,7 +175,14 @@ impl Overlay {
             }
             file
         } else {
-            self.make_real(pfd.as_fd(), name, &what, mode, None)?
+            let file = self.make_real(pfd.as_fd(), name, &what, mode, None)?;
+            if opaque_mkdir
+                && let Ok(fd) = sys::openat(pfd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            {
+                // Only an optimization (nothing lies below), so failure is fine.
+                let _ = sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0);
+            }
+            file
         };
         let node = match &what {
             NewObject::Link { source } => {

@@ -6,10 +6,11 @@
 //! `.wh.NAME` hides NAME in the layers below, `.wh..wh..opq` makes its
 //! directory opaque.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use super::layer::Setup;
@@ -17,6 +18,7 @@ use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO};
 use super::{Errno, Overlay, Result};
 use crate::format::whiteout::{self, WH_OPAQUE, WH_PREFIX};
 use crate::format::xattr::XattrNames;
+use crate::params::RedirectDir;
 use crate::sys::{self, Stat};
 
 /// What a name resolves to in one directory of the overlay.
@@ -34,6 +36,77 @@ pub struct Resolved {
     pub lower_positive: bool,
     /// The lower object an upper non-directory was copied from (its origin).
     pub origin: Option<Key>,
+    /// The upper directory's redirect (where its lower directories are).
+    pub redirect: Option<OsString>,
+    /// A lower directory's redirect was followed.
+    pub followed_redirect: bool,
+}
+
+/// What the lower layers are searched for.
+#[derive(Clone)]
+enum Below {
+    /// This name in the parent's lower directories.
+    Name(OsString),
+    /// This path from each lower layer's root (an absolute redirect).
+    Path(Vec<OsString>),
+}
+
+impl Below {
+    /// Where a redirect leads: a relative one replaces the last component, an
+    /// absolute one starts again from the layer roots.
+    fn redirected(self, v: &OsStr) -> Below {
+        let b = v.as_bytes();
+        if b.first() == Some(&b'/') {
+            let comps: Vec<OsString> = b
+                .split(|c| *c == b'/')
+                .filter(|c| !c.is_empty())
+                .map(|c| OsString::from_vec(c.to_vec()))
+                .collect();
+            if comps.is_empty() {
+                self
+            } else {
+                Below::Path(comps)
+            }
+        } else {
+            match self {
+                Below::Name(_) => Below::Name(v.to_os_string()),
+                Below::Path(mut comps) => {
+                    *comps.last_mut().expect("paths are never empty") = v.to_os_string();
+                    Below::Path(comps)
+                }
+            }
+        }
+    }
+}
+
+/// A directory of a lower layer: one a node holds, or one walked to for a path.
+enum LayerDir {
+    Held(Arc<OwnedFd>),
+    Walked(OwnedFd),
+}
+
+impl LayerDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            LayerDir::Held(fd) => fd.as_fd(),
+            LayerDir::Walked(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// Walk directories from `root` without following symlinks.
+fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Option<OwnedFd> {
+    let mut cur = sys::openat(root, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    for c in comps {
+        cur = sys::openat(
+            cur.as_fd(),
+            c,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .ok()?;
+    }
+    Some(cur)
 }
 
 impl Resolved {
@@ -154,6 +227,7 @@ impl Overlay {
         };
         let mut r = Resolved::default();
         let mut descend = true;
+        let mut below = Below::Name(name.to_os_string());
         if let Some(pu) = &pupper
             && let Some((fd, st)) = probe(pu.as_fd(), name)?
         {
@@ -164,6 +238,10 @@ impl Overlay {
                 if is_dir(&st) {
                     r.opaque = dir_is_opaque(&self.xattr, fd.as_fd(), false);
                     descend = !r.opaque;
+                    if descend && let Some(v) = self.read_redirect(fd.as_fd()) {
+                        below = below.redirected(&v);
+                        r.redirect = Some(v);
+                    }
                 } else {
                     descend = false;
                 }
@@ -184,17 +262,44 @@ impl Overlay {
             }
             return Ok(r);
         }
-        for lower in &plowers {
-            let dir = lower.fd.as_fd();
-            if let Some((fd, st)) = probe(dir, name)?
-                && !is_lower_marker(name)
+        self.resolve_below(parent, &plowers, below, &mut r)?;
+        if r.redirect.is_some() || r.followed_redirect {
+            if self.cfg.redirect_dir == RedirectDir::NoFollow && !r.lowers.is_empty() {
+                tracing::warn!(
+                    ?name,
+                    "refusing to follow a redirect (redirect_dir=nofollow)"
+                );
+                return Err(Errno::EPERM);
+            }
+            // Whiteouts go where the name itself lies below, not the redirect target.
+            r.lower_positive = self.lower_positive(&plowers, name);
+        }
+        Ok(r)
+    }
+
+    /// Search the lower layers, top down, for what `below` names.
+    fn resolve_below(
+        &self,
+        parent: &Node,
+        plowers: &[LowerEntry],
+        mut below: Below,
+        r: &mut Resolved,
+    ) -> Result<()> {
+        for (layer, l) in self.lowers.iter().enumerate() {
+            let (dir, leaf) = match &below {
+                Below::Name(n) => match plowers.iter().find(|e| e.layer == layer) {
+                    Some(e) => (LayerDir::Held(e.fd.clone()), n.clone()),
+                    None => continue,
+                },
+                Below::Path(comps) => match walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1]) {
+                    Some(fd) => (LayerDir::Walked(fd), comps[comps.len() - 1].clone()),
+                    None => continue,
+                },
+            };
+            let dir = dir.as_fd();
+            if let Some((fd, st)) = probe(dir, &leaf)?
+                && !is_lower_marker(&leaf)
             {
-                if r.lowers.is_empty()
-                    && let Some((ufd, _)) = &r.upper
-                    && is_dir(&st)
-                {
-                    self.fix_origin(parent, ufd.as_fd(), lower.layer, fd.as_fd());
-                }
                 if whiteout::is_whiteout_stat(&st) {
                     break;
                 }
@@ -204,23 +309,44 @@ impl Overlay {
                     if !top_is_dir {
                         break;
                     }
+                    if r.lowers.is_empty()
+                        && let Some((ufd, _)) = &r.upper
+                    {
+                        self.fix_origin(parent, ufd.as_fd(), layer, fd.as_fd());
+                    }
                     let opaque = dir_is_opaque(&self.xattr, fd.as_fd(), true);
-                    r.lowers.push((lower.layer, fd, st));
+                    // A lower layer's own redirect leads the layers below it.
+                    if !opaque && let Some(v) = self.read_redirect(fd.as_fd()) {
+                        below = below.redirected(&v);
+                        r.followed_redirect = true;
+                    }
+                    r.lowers.push((layer, fd, st));
                     if opaque {
                         break;
                     }
                 } else {
                     if r.upper.is_none() && r.lowers.is_empty() {
-                        r.lowers.push((lower.layer, fd, st));
+                        r.lowers.push((layer, fd, st));
                     }
                     break;
                 }
             }
-            if exists(dir, &wh_name(name)) {
+            if exists(dir, &wh_name(&leaf)) {
                 break;
             }
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// The redirect of a directory, if it has a valid one.
+    pub(super) fn read_redirect(&self, dir: BorrowedFd<'_>) -> Option<OsString> {
+        let v = sys::getxattr(dir, &self.xattr.name("redirect")).ok()?;
+        let valid = !v.is_empty() && (v[0] == b'/' || !v.contains(&b'/'));
+        if !valid {
+            tracing::warn!(value = ?String::from_utf8_lossy(&v), "invalid redirect ignored");
+            return None;
+        }
+        Some(OsString::from_vec(v))
     }
 
     /// Whether any lower directory merged into the parent has `name` (not whited out).

@@ -134,6 +134,12 @@ impl Overlay {
         }
     }
 
+    /// The kernel's ovl_allow_offline_changes: none of the features that
+    /// record lower identities in the upper layer are on.
+    fn allow_offline_changes(&self) -> bool {
+        self.cfg.redirect_dir != crate::params::RedirectDir::On
+    }
+
     fn fsync_data(&self) -> bool {
         self.cfg.fsync != FsyncMode::Volatile
     }

@@ -11,6 +11,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use super::dir::lock_pair;
@@ -18,7 +19,11 @@ use super::lookup::Resolved;
 use super::node::Node;
 use super::remove_tree;
 use super::{Errno, Overlay, Result};
+use crate::params::RedirectDir;
 use crate::sys;
+
+/// The kernel's redirect_max: longer absolute redirects make the rename EXDEV.
+const REDIRECT_MAX: usize = 256;
 
 /// One side of a rename, resolved and checked.
 struct Side {
@@ -89,15 +94,18 @@ impl Overlay {
             return Err(Errno::ENOENT);
         }
         let (src_dir, dst_dir) = (src.r.is_dir(), dst.r.is_dir());
-        // A pure upper directory moved into a merged one must not show what lies
-        // below its new name: mark it opaque before it moves.
-        if src_dir && !src.r.opaque && np.is_merged() {
-            self.set_opaque(&src_node)?;
+        let samedir = op.ino == np.ino;
+        // A directory that comes from below keeps finding its lower directories
+        // through a redirect; a pure upper one moved into a merged directory must
+        // not show what lies below its new name: it is marked opaque. Both before
+        // the move, so no state in between shows anything else.
+        if src_dir {
+            self.before_dir_move(&src_node, &src.r, &op, old_name, &np, samedir)?;
         }
         if exchange {
             let dst_node = dst.node.clone().ok_or(Errno::ENOENT)?;
-            if dst_dir && !dst.r.opaque && op.is_merged() {
-                self.set_opaque(&dst_node)?;
+            if dst_dir {
+                self.before_dir_move(&dst_node, &dst.r, &np, new_name, &op, samedir)?;
             }
             sys::renameat2(
                 ofd.as_fd(),
@@ -182,9 +190,9 @@ impl Overlay {
         };
         let same = matches!((&src_node, &dst_node), (Some(s), Some(d)) if s.ino == d.ino);
         // Moving a directory into itself is caught by the VFS before we are called.
-        if !same
-            && (src_dir && !src.lowers.is_empty() || exchange && dst_dir && !dst.lowers.is_empty())
-        {
+        let moves_lower_dir =
+            src_dir && !src.lowers.is_empty() || exchange && dst_dir && !dst.lowers.is_empty();
+        if !same && moves_lower_dir && self.cfg.redirect_dir != RedirectDir::On {
             return Err(Errno::EXDEV);
         }
         // A merged target must be empty in the union; a pure upper one is left to
@@ -206,6 +214,89 @@ impl Overlay {
             },
             same,
         })
+    }
+
+    /// Prepare a directory to move from `from/name` into `to`: a redirect for one
+    /// with lower directories, the opaque mark for a pure upper one entering a
+    /// merged directory.
+    fn before_dir_move(
+        &self,
+        dir: &Arc<Node>,
+        r: &Resolved,
+        from: &Arc<Node>,
+        name: &OsStr,
+        to: &Arc<Node>,
+        samedir: bool,
+    ) -> Result<()> {
+        if r.lowers.is_empty() {
+            if !r.opaque && to.is_merged() {
+                self.set_opaque(dir)?;
+            }
+            return Ok(());
+        }
+        let Some(value) = self.redirect_for(r, from, name, samedir)? else {
+            return Ok(());
+        };
+        let up = dir.upper().ok_or(Errno::EIO)?;
+        sys::setxattr(
+            up.as_fd(),
+            &self.xattr.name("redirect"),
+            value.as_bytes(),
+            0,
+        )
+        .map_err(|_| Errno::EXDEV)
+    }
+
+    /// The redirect a directory from below needs to move (None: keep its own).
+    /// As the kernel's ovl_get_redirect: in the same directory, its original
+    /// name; elsewhere, its absolute path in the layers, built upward from its
+    /// old place through the ancestors' redirects. Too long for the kernel: EXDEV.
+    fn redirect_for(
+        &self,
+        r: &Resolved,
+        from: &Arc<Node>,
+        name: &OsStr,
+        samedir: bool,
+    ) -> Result<Option<OsString>> {
+        let own = r.redirect.clone();
+        match &own {
+            Some(v) if v.as_bytes().starts_with(b"/") => return Ok(None),
+            Some(_) if samedir => return Ok(None),
+            None if samedir => return Ok(Some(name.to_os_string())),
+            _ => {}
+        }
+        let mut comps = vec![own.unwrap_or_else(|| name.to_os_string())];
+        let mut cur = Some(from.clone());
+        while let Some(node) = cur {
+            if node.ino == super::ROOT_INO {
+                break;
+            }
+            let (parent, pname) = node.parent_and_name();
+            match node.upper().and_then(|u| self.read_redirect(u.as_fd())) {
+                Some(v) if v.as_bytes().starts_with(b"/") => {
+                    let rest: Vec<u8> = v
+                        .as_bytes()
+                        .iter()
+                        .skip_while(|b| **b == b'/')
+                        .copied()
+                        .collect();
+                    comps.push(OsString::from_vec(rest));
+                    break;
+                }
+                Some(v) => comps.push(v),
+                None => comps.push(pname),
+            }
+            cur = parent;
+        }
+        let mut path = Vec::new();
+        for c in comps.iter().rev().filter(|c| !c.is_empty()) {
+            path.push(b'/');
+            path.extend_from_slice(c.as_bytes());
+        }
+        if path.len() > REDIRECT_MAX {
+            return Err(Errno::EXDEV);
+        }
+        Ok(Some(OsString::from_vec(path)))
     }
 
     /// Swap the upper directory `dir/name` (empty in the union, but holding
