@@ -42,8 +42,12 @@ impl Stack {
     }
 
     fn mount(&self) -> Overlay {
+        self.mount_with("")
+    }
+
+    fn mount_with(&self, extra: &str) -> Overlay {
         let opts = format!(
-            "lowerdir={}:{},upperdir={},workdir={}",
+            "lowerdir={}:{},upperdir={},workdir={}{extra}",
             self.p("l1").display(),
             self.p("l2").display(),
             self.p("u").display(),
@@ -182,10 +186,10 @@ fn mkdir_over_whiteout_is_opaque_and_rename_rules() {
     ovl.mkdir(&me, ROOT_INO, OsStr::new("d"), 0o755).unwrap();
     assert!(opaque(&s.p("u/d")));
     assert_eq!(lookup_path(&ovl, "d/old"), Err(Errno::ENOENT));
-    // Lower directories cannot move without redirect_dir; pure upper ones can.
+    // Lower directories cannot move without redirect_dir=on; pure upper ones can.
     fs::create_dir(s.p("l1/lowerdir")).unwrap();
     drop(ovl); // releases the upper and work directories' in-use lock
-    let ovl = s.mount();
+    let ovl = s.mount_with(",redirect_dir=follow");
     let r = ovl.rename(
         ROOT_INO,
         OsStr::new("lowerdir"),
@@ -194,6 +198,30 @@ fn mkdir_over_whiteout_is_opaque_and_rename_rules() {
         0,
     );
     assert_eq!(r, Err(Errno::EXDEV));
+    drop(ovl);
+    // With redirect_dir=on (the default) the move records where the directory came from.
+    let ovl = s.mount();
+    ovl.rename(
+        ROOT_INO,
+        OsStr::new("lowerdir"),
+        ROOT_INO,
+        OsStr::new("x"),
+        0,
+    )
+    .unwrap();
+    assert!(is_whiteout(&s.p("u/lowerdir")));
+    let c = std::ffi::CString::new(s.p("u/x").as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.redirect".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            64,
+        )
+    };
+    assert_eq!(&buf[..n.max(0) as usize], b"lowerdir");
     ovl.mkdir(&me, ROOT_INO, OsStr::new("new"), 0o700).unwrap();
     ovl.rename(
         ROOT_INO,
