@@ -2824,7 +2824,10 @@ fn injected_kill_in_exchange_before_opaque() {
     let lower = s.dir("lower");
     write_file(&lower.join("p/x/leak"), b"lower p/x/leak");
     write_file(&lower.join("p/keep"), b"keep");
-    let st = Stack::new(&s.path.join("ovl"), vec![lower.clone()]);
+    let mut st = Stack::new(&s.path.join("ovl"), vec![lower.clone()]);
+    // With redirect_dir=on, mkdir in a merged dir already marks p/y opaque, and
+    // the exchange would have nothing to mark: use the kernel's default mode.
+    st.extra = ",redirect_dir=follow".into();
     let pid = st.mount();
     let m = st.mnt.clone();
     // p/x: an upper file over a (hidden) lower directory; p/y: a pure upper dir.
