@@ -9,14 +9,23 @@
 //! under the kernel, kernel-written layers under the subject) and both merged
 //! views compared with the oracle's merged tree from before.
 //!
-//! Tests: `scripted` (tests/differential/scenarios.rs, incl. a read-only
-//! mount) and `random` (seeded sequences). Environment:
+//! Each step runs as root or as a non-root caller (`Who`: uid 1000 with
+//! group 2000, uid 1001, uid 0 with gid 2000) in a forked child with those
+//! credentials (common/creds.rs); fd-slot ops run as root only. ovlfs is
+//! mounted with `allow_other` so those callers can enter it. Owners, groups
+//! and modes of what they create are checked by the tree comparisons.
+//!
+//! Tests: `scripted` (tests/differential/scenarios*.rs: general, data path
+//! in scenarios_io.rs, non-root callers in scenarios_perm.rs, incl. a
+//! read-only mount) and `random` (seeded sequences, random.rs). Environment:
 //! - `OVLFS_DIFF_IMPL=kernel`: the subject is a second kernel overlay mount
 //!   (validates the harness: must give 0 divergences).
 //! - `OVLFS_DIFF_SEEDS` (default 20), `OVLFS_DIFF_OPS` (default 120),
 //!   `OVLFS_DIFF_SEED_BASE` (default 1): random sequences use seeds
-//!   BASE..BASE+SEEDS, plus REGRESSION_SEEDS.
-//! - `OVLFS_DIFF_SEED=N`: run only seed N. `OVLFS_DIFF_SCENARIO=NAME`: only
+//!   BASE..BASE+SEEDS and REGRESSION_SEEDS_V2, plus REGRESSION_SEEDS in
+//!   legacy mode (see random.rs).
+//! - `OVLFS_DIFF_SEED=N`: run only seed N (`OVLFS_DIFF_LEGACY=1`: in legacy
+//!   mode). `OVLFS_DIFF_SCENARIO=NAME`: only
 //!   the scripted scenarios whose name contains NAME.
 //! - `OVLFS_DIFF_VERBOSE=1`: print every op and both outcomes.
 //! - `OVLFS_DIFF_TREE_EVERY=1`: compare merged trees after every op (slow;
@@ -25,7 +34,13 @@
 //!   smaller one with the same first divergence, and print it.
 //! - `OVLFS_DIFF_EXCLUDE=hl1,links/`: drop pool paths containing any of
 //!   these substrings from random sequences (masks a known bug).
-//! - `OVLFS_DIFF_SUBJECT_OPTS=a,b`: extra mount options for the subject.
+//! - `OVLFS_DIFF_SKIP_OPS=Lseek,Chmod`: drop ops of these kinds from random
+//!   sequences after drawing them (the rest of each sequence is unchanged;
+//!   masks a known divergence while hunting for others).
+//! - `OVLFS_DIFF_OPTS=a,b`: mount options for both sides (default
+//!   `redirect_dir=on`); `OVLFS_DIFF_SUBJECT_OPTS=a,b`: extra ones for the subject.
+//! - `OVLFS_BIN=PATH`: the ovlfs binary to test (default: the one cargo
+//!   built for this run), e.g. one built from a pinned commit.
 //! - `OVLFS_DIFF_TIMEOUT` (seconds, default 60): an op taking longer is
 //!   reported and the subject's daemons are killed (the op then fails with
 //!   ENOTCONN instead of hanging the test).
@@ -34,21 +49,32 @@ mod common;
 mod random;
 #[path = "differential/scenarios.rs"]
 mod scenarios;
+#[path = "differential/scenarios_io.rs"]
+mod scenarios_io;
+#[path = "differential/scenarios_perm.rs"]
+mod scenarios_perm;
+#[path = "differential/steps.rs"]
+mod steps;
 
+use common::exec::Exec;
 use common::fixture::{self, Layout};
-use common::ops::{Exec, Op, Outcome};
+use common::ops::Outcome;
 use common::tree::{SnapMode, diff, snapshot};
 use common::{Scratch, mount_kernel, mount_ovlfs, require_root_and_fuse, unmount};
 use random::gen_sequence;
-use scenarios::{Expect, Step};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use steps::{Expect, Step};
 
 /// Any seed that ever diverged goes here (after the fix), so it always runs.
 /// 20, 28, 49, 182, 240: names of one lower hard link shared an overlay inode
 /// (the kernel without index gives each its own; copy-up splits them), and
-/// st_nlink stayed cached after copy-up.
+/// st_nlink stayed cached after copy-up. These were found by the first
+/// generator: they run in its legacy mode (root only, its op set and paths),
+/// which replays the same sequences.
 const REGRESSION_SEEDS: &[u64] = &[20, 28, 49, 182, 240];
+/// Seeds found by the current generator go here.
+const REGRESSION_SEEDS_V2: &[u64] = &[];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Impl {
@@ -68,15 +94,29 @@ fn env_flag(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A comma-separated option list from the environment.
+fn opt_list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn mount_with(imp: Impl, l: &Layout, read_only: bool, opts: &[String]) -> Result<(), String> {
-    let opts: Vec<&str> = opts.iter().map(|s| s.as_str()).collect();
+    let mut opts: Vec<&str> = opts.iter().map(|s| s.as_str()).collect();
     let (u, w) = if read_only {
         (None, None)
     } else {
         (Some(l.upper.as_path()), Some(l.work.as_path()))
     };
     match imp {
-        Impl::Ovlfs => mount_ovlfs(&l.lowers, u, w, &l.mnt, &opts),
+        Impl::Ovlfs => {
+            // Non-root identities must be able to enter the mount.
+            opts.push("allow_other");
+            mount_ovlfs(&l.lowers, u, w, &l.mnt, &opts)
+        }
         Impl::Kernel => mount_kernel(&l.lowers, u, w, &l.mnt, &opts),
     }
 }
@@ -133,8 +173,11 @@ struct Runner {
     verbose: bool,
     tree_every: bool,
     counter: std::cell::Cell<u64>,
-    /// Extra mount options for the subject (`OVLFS_DIFF_SUBJECT_OPTS`, comma-separated).
+    /// Mount options for the subject: `OVLFS_DIFF_OPTS` plus `OVLFS_DIFF_SUBJECT_OPTS`.
     subject_opts: Vec<String>,
+    /// Mount options for the kernel: `OVLFS_DIFF_OPTS` (default `redirect_dir=on`,
+    /// ovlfs's default; CI also runs `redirect_dir=follow`, the kernel's default).
+    oracle_opts: Vec<String>,
     /// Oracle outcome histogram ("ok" or errno name) over all ops run.
     outcomes: std::cell::RefCell<std::collections::BTreeMap<String, u64>>,
 }
@@ -157,12 +200,9 @@ struct SeqResult {
     expectation_failures: Vec<String>,
 }
 
-fn variant(op: &Op) -> String {
-    format!("{op:?}")
-        .split([' ', '{', '('])
-        .next()
-        .unwrap_or("")
-        .to_string()
+/// Op variant name and, for a non-root caller, its tag (`Unlink@u1000`).
+fn variant(step: &Step) -> String {
+    random::op_name(&step.op) + step.who.tag()
 }
 
 fn show_diff(lines: &[String]) -> String {
@@ -179,7 +219,7 @@ fn show_diff(lines: &[String]) -> String {
 }
 
 impl Runner {
-    fn new() -> Runner {
+    fn new(opts: &[String]) -> Runner {
         let scratch = Scratch::new().expect("scratch tmpfs");
         let imp = if std::env::var("OVLFS_DIFF_IMPL").as_deref() == Ok("kernel") {
             Impl::Kernel
@@ -198,12 +238,12 @@ impl Runner {
             verbose: env_flag("OVLFS_DIFF_VERBOSE"),
             tree_every: env_flag("OVLFS_DIFF_TREE_EVERY"),
             counter: std::cell::Cell::new(0),
-            subject_opts: std::env::var("OVLFS_DIFF_SUBJECT_OPTS")
-                .unwrap_or_default()
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
+            subject_opts: opts
+                .iter()
+                .cloned()
+                .chain(opt_list("OVLFS_DIFF_SUBJECT_OPTS", ""))
                 .collect(),
+            oracle_opts: opts.to_vec(),
             outcomes: Default::default(),
         }
     }
@@ -258,7 +298,11 @@ impl Runner {
             (!ro).then_some(ora.upper.as_path()),
             (!ro).then_some(ora.work.as_path()),
             &ora.mnt,
-            &[],
+            &self
+                .oracle_opts
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
         ) {
             panic!("HARNESS: cannot mount the oracle: {e}");
         }
@@ -269,10 +313,9 @@ impl Runner {
         let (mut es, mut eo) = (Exec::new(&sub.mnt), Exec::new(&ora.mnt));
         let mut diverged = false;
         for (i, step) in steps.iter().enumerate() {
-            self.watchdog
-                .note(|| format!("{label}: op #{i} {:?}", step.op));
-            let rs = es.run(&step.op);
-            let ro_ = eo.run(&step.op);
+            self.watchdog.note(|| format!("{label}: op #{i} {step}"));
+            let rs = es.run(&step.op, step.who);
+            let ro_ = eo.run(&step.op, step.who);
             let key = match &ro_ {
                 Ok(_) => "ok".to_string(),
                 Err(e) => e.clone(),
@@ -280,10 +323,7 @@ impl Runner {
             *self.outcomes.borrow_mut().entry(key).or_default() += 1;
             if self.verbose {
                 let same = if rs == ro_ { "  " } else { "!!" };
-                eprintln!(
-                    "{same} {label} #{i} {:?}\n     subject={rs:?}\n     oracle ={ro_:?}",
-                    step.op
-                );
+                eprintln!("{same} {label} #{i} {step}\n     subject={rs:?}\n     oracle ={ro_:?}");
             }
             let exp_ok = match &step.expect {
                 Expect::Any => true,
@@ -292,8 +332,8 @@ impl Runner {
             };
             if !exp_ok {
                 res.expectation_failures.push(format!(
-                    "{label} #{i} {:?}: expected {:?}, kernel gave {ro_:?}",
-                    step.op, step.expect
+                    "{label} #{i} {step}: expected {:?}, kernel gave {ro_:?}",
+                    step.expect
                 ));
             }
             if rs != ro_ {
@@ -305,10 +345,9 @@ impl Runner {
                 );
                 fail(
                     res,
-                    Signature::Op(variant(&step.op), rs.clone(), ro_.clone()),
+                    Signature::Op(variant(step), rs.clone(), ro_.clone()),
                     format!(
-                        "op #{i} {:?}\n    subject: {rs:?}\n    oracle:  {ro_:?}\n  merged tree diff at that point ({} lines):\n{}",
-                        step.op,
+                        "op #{i} {step}\n    subject: {rs:?}\n    oracle:  {ro_:?}\n  merged tree diff at that point ({} lines):\n{}",
                         d.len(),
                         show_diff(&d)
                     ),
@@ -325,13 +364,12 @@ impl Runner {
                 );
                 if !d.is_empty() {
                     let msg = format!(
-                        "merged trees differ after op #{i} {:?} (outcome {rs:?}):\n{}",
-                        step.op,
+                        "merged trees differ after op #{i} {step} (outcome {rs:?}):\n{}",
                         show_diff(&d)
                     );
                     fail(
                         res,
-                        Signature::State(format!("merged after {}", variant(&step.op))),
+                        Signature::State(format!("merged after {}", variant(step))),
                         msg,
                     );
                     diverged = true;
@@ -414,7 +452,7 @@ impl Runner {
                 Impl::Kernel,
                 sub,
                 "kernel on subject-written layers",
-                &[][..],
+                &self.oracle_opts[..],
             ),
             (
                 self.imp,
@@ -512,15 +550,49 @@ fn print_result(label: &str, r: &SeqResult) {
     }
 }
 
+/// The option sets both sides are mounted with: `OVLFS_DIFF_OPTS` if given,
+/// else ovlfs's default (`redirect_dir=on`) for the plain tests and the
+/// kernel's default (`redirect_dir=follow`) for the `_kernel_defaults` ones.
+fn option_set(kernel_defaults: bool) -> Option<Vec<String>> {
+    match std::env::var("OVLFS_DIFF_OPTS") {
+        Ok(_) if kernel_defaults => None,
+        Ok(_) => Some(opt_list("OVLFS_DIFF_OPTS", "")),
+        Err(_) if kernel_defaults => Some(vec!["redirect_dir=follow".into()]),
+        Err(_) => Some(vec!["redirect_dir=on".into()]),
+    }
+}
+
 #[test]
 fn scripted() {
+    scripted_with(option_set(false));
+}
+
+#[test]
+fn scripted_kernel_defaults() {
+    scripted_with(option_set(true));
+}
+
+#[test]
+fn random() {
+    random_with(option_set(false));
+}
+
+#[test]
+fn random_kernel_defaults() {
+    random_with(option_set(true));
+}
+
+fn scripted_with(opts: Option<Vec<String>>) {
+    let Some(opts) = opts else { return };
     if !require_root_and_fuse() {
         return;
     }
-    let runner = Runner::new();
+    eprintln!("scripted: both sides mounted with {opts:?}");
+    let runner = Runner::new(&opts);
+    let redirect_on = opts.iter().any(|o| o == "redirect_dir=on");
     let filter = std::env::var("OVLFS_DIFF_SCENARIO").unwrap_or_default();
     let (mut failed, mut expf) = (Vec::new(), Vec::new());
-    for sc in scenarios::scenarios()
+    for sc in scenarios::scenarios(redirect_on)
         .into_iter()
         .filter(|s| s.name.contains(&filter))
     {
@@ -546,40 +618,47 @@ fn scripted() {
     finish("scripted scenarios", &failed, &expf);
 }
 
-#[test]
-fn random() {
+fn random_with(opts: Option<Vec<String>>) {
+    let Some(opts) = opts else { return };
     if !require_root_and_fuse() {
         return;
     }
-    let runner = Runner::new();
+    eprintln!("random: both sides mounted with {opts:?}");
+    let runner = Runner::new(&opts);
     let nops = env_num("OVLFS_DIFF_OPS", 120) as usize;
-    let seeds: Vec<u64> = match std::env::var("OVLFS_DIFF_SEED")
+    // (seed, legacy)
+    let seeds: Vec<(u64, bool)> = match std::env::var("OVLFS_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        Some(s) => vec![s],
+        Some(s) => vec![(s, env_flag("OVLFS_DIFF_LEGACY"))],
         None => {
             let base = env_num("OVLFS_DIFF_SEED_BASE", 1);
-            let all: std::collections::BTreeSet<u64> = REGRESSION_SEEDS
+            let all: std::collections::BTreeSet<u64> = REGRESSION_SEEDS_V2
                 .iter()
                 .copied()
                 .chain(base..base + env_num("OVLFS_DIFF_SEEDS", 20))
                 .collect();
-            all.into_iter().collect()
+            let legacy = REGRESSION_SEEDS.iter().map(|s| (*s, true));
+            legacy.chain(all.into_iter().map(|s| (s, false))).collect()
         }
     };
     let t0 = Instant::now();
     let mut failed = Vec::new();
-    for seed in &seeds {
-        let label = format!("seed {seed}");
-        let steps = gen_sequence(*seed, nops);
+    for &(seed, legacy) in &seeds {
+        let (label, replay) = if legacy {
+            (format!("seed {seed} (legacy)"), " OVLFS_DIFF_LEGACY=1")
+        } else {
+            (format!("seed {seed}"), "")
+        };
+        let steps = gen_sequence(seed, nops, legacy);
         let r = runner.run(&label, &steps, false);
         if r.report.is_empty() {
             continue;
         }
         print_result(&label, &r);
         eprintln!(
-            "  replay: OVLFS_DIFF_SEED={seed} OVLFS_DIFF_OPS={nops} OVLFS_DIFF_VERBOSE=1 cargo test --test differential random"
+            "  replay: OVLFS_DIFF_SEED={seed}{replay} OVLFS_DIFF_OPS={nops} OVLFS_DIFF_VERBOSE=1 cargo test --test differential random"
         );
         if let (true, Some(sig)) = (env_flag("OVLFS_DIFF_MINIMIZE"), &r.signature) {
             let min = minimize(&runner, &label, steps, sig);
@@ -588,14 +667,14 @@ fn random() {
                 min.len()
             );
             for s in &min {
-                eprintln!("    {:?}", s.op);
+                eprintln!("    {s}");
             }
             print_result(
                 &format!("{label} (minimized)"),
                 &runner.run(&label, &min, false),
             );
         }
-        failed.push(seed.to_string());
+        failed.push(label.trim_start_matches("seed ").to_string());
     }
     eprintln!(
         "random: {} sequence(s) of {nops} ops in {:.1} s, {} divergent",

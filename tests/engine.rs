@@ -92,7 +92,7 @@ fn lookup_path(ovl: &Overlay, path: &str) -> Result<u64, Errno> {
 }
 
 fn read_all(ovl: &Overlay, ino: u64) -> String {
-    let fh = ovl.open(ino, libc::O_RDONLY).unwrap();
+    let fh = ovl.open(ino, libc::O_RDONLY, &Caller::ROOT).unwrap();
     let mut buf = Vec::new();
     ovl.read(fh, 0, 1 << 20, &mut buf).unwrap();
     ovl.release(fh);
@@ -142,7 +142,9 @@ fn copy_up_keeps_metadata_and_is_atomic() {
     let ovl = s.mount();
     let ino = lookup_path(&ovl, "dir/f").unwrap();
     let before = ovl.getattr(ino).unwrap();
-    let fh = ovl.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    let fh = ovl
+        .open(ino, libc::O_WRONLY | libc::O_APPEND, &Caller::ROOT)
+        .unwrap();
     ovl.write(fh, 0, b"+more").unwrap();
     ovl.release(fh);
     let m = fs::metadata(s.p("u/dir/f")).unwrap();
@@ -261,8 +263,8 @@ fn read_handle_follows_copy_up() {
     write(&s.p("l1/f"), "old!");
     let ovl = s.mount();
     let ino = lookup_path(&ovl, "f").unwrap();
-    let rd = ovl.open(ino, libc::O_RDONLY).unwrap();
-    let wr = ovl.open(ino, libc::O_WRONLY).unwrap();
+    let rd = ovl.open(ino, libc::O_RDONLY, &Caller::ROOT).unwrap();
+    let wr = ovl.open(ino, libc::O_WRONLY, &Caller::ROOT).unwrap();
     ovl.write(wr, 0, b"new!").unwrap();
     let mut buf = Vec::new();
     ovl.read(rd, 0, 16, &mut buf).unwrap();

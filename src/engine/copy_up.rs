@@ -15,7 +15,8 @@ use super::{Errno, Overlay, Result};
 use crate::params::FsyncMode;
 use crate::sys::{self, Stat};
 
-const CHUNK: usize = 8 << 20;
+/// The kernel's OVL_COPY_UP_CHUNK_SIZE.
+const CHUNK: usize = 1 << 20;
 
 fn ts(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
@@ -203,24 +204,31 @@ fn must_copy(name: &OsStr) -> bool {
         || n.starts_with(b"security.")
 }
 
-/// Copy `len` bytes, keeping holes: reflink if the filesystem can, else
-/// copy_file_range over each data extent, else read/write.
+/// Copy `len` bytes: reflink if the filesystem can; else, as the kernel's
+/// ovl_copy_up_file, in 1 MiB chunks, skipping a hole wherever a chunk starts
+/// in one (holes inside a chunk are copied as zeros, as the kernel does, so
+/// SEEK_HOLE answers the same on either).
 pub(super) fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, len: u64) -> Result<()> {
     if len == 0 || sys::ficlone(out, input).is_ok() {
         return Ok(());
     }
     let mut pos = 0u64;
+    let mut data_pos: i64 = -1;
+    let mut skip_holes = true;
     while pos < len {
-        let data = match sys::lseek(input, pos as i64, libc::SEEK_DATA) {
-            Ok(d) => d as u64,
-            Err(e) if e == Errno::ENXIO => break, // only a hole remains
-            Err(_) => pos,                        // no SEEK_DATA: treat all as data
-        };
-        let end = match sys::lseek(input, data as i64, libc::SEEK_HOLE) {
-            Ok(h) => (h as u64).min(len),
-            Err(_) => len,
-        };
-        copy_range(input, out, data, end)?;
+        if skip_holes && data_pos < pos as i64 {
+            match sys::lseek(input, pos as i64, libc::SEEK_DATA) {
+                Ok(d) if d as u64 > pos => {
+                    pos = d as u64;
+                    continue;
+                }
+                Ok(d) => data_pos = d,
+                Err(e) if e == Errno::ENXIO => break, // only a hole remains
+                Err(_) => skip_holes = false,
+            }
+        }
+        let end = (pos + CHUNK as u64).min(len);
+        copy_range(input, out, pos, end)?;
         pos = end;
     }
     sys::ftruncate(out, len)

@@ -137,6 +137,14 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
+        // A new name for an object with an origin: the directory now holds an
+        // entry whose inode number is not its own.
+        if let NewObject::Link { source } = &what
+            && let Some(up) = source.upper()
+            && sys::getxattr(up.as_fd(), &self.xattr.name("origin")).is_ok()
+        {
+            self.set_impure(&parent, pfd.as_fd())?;
+        }
         // With features that rule out offline changes to the lower layers, the
         // kernel marks a directory made in a merged one opaque: nothing below
         // needs to be looked at ever.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::node::Node;
-use super::{Errno, Overlay, Result};
+use super::{Caller, Errno, Overlay, Result};
 use crate::sys;
 
 /// One open of a regular file.
@@ -71,7 +71,7 @@ fn wants_write(flags: i32) -> bool {
 }
 
 impl Overlay {
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+    pub fn open(&self, ino: u64, flags: i32, caller: &Caller) -> Result<u64> {
         let node = self.node(ino)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
@@ -87,6 +87,21 @@ impl Overlay {
             None => (node.top_fd(), false),
         };
         let real = sys::reopen(fd.as_fd(), real_flags(flags))?;
+        if flags & libc::O_TRUNC != 0 && caller.uid != 0 {
+            // A truncating open drops set-ID bits for a caller without
+            // CAP_FSETID, as the VFS's do_truncate does.
+            let st = sys::fstat(real.as_fd())?;
+            let mut mode = st.st_mode & 0o7777;
+            if mode & libc::S_ISUID != 0 {
+                mode &= !libc::S_ISUID;
+            }
+            if mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
+                mode &= !libc::S_ISGID;
+            }
+            if mode != st.st_mode & 0o7777 {
+                sys::fchmod(real.as_fd(), mode)?;
+            }
+        }
         Ok(self.register_open(node, flags, real, on_upper))
     }
 

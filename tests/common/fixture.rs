@@ -6,6 +6,11 @@
 //! mtimes; only inode numbers and ctimes differ). Every entry, including the
 //! layer roots and U, gets mtime = atime = [`FIXTURE_MTIME`].
 //!
+//! `perm/` (mostly L1, some in L2) holds what permission tests need:
+//! directories 0700/0755/0555/1777 owned by root (`_r`) and uid 1000 (`_u`),
+//! files 0600/0644/0666/0755/4755/2755 of both, set-group-ID directories
+//! (group 2000: `sgid` 2775, `sgid_open` 2777) and files owned by 1001.
+//!
 //! Layer directory names are upper case and fixture names lower case, so a
 //! relative symlink that climbs out of a mount cannot resolve to a layer.
 //!
@@ -69,6 +74,18 @@ impl B {
     }
     fn file(&self, rel: &str, mode: u32, data: &[u8]) {
         std::fs::write(self.p(rel), data).unwrap_or_else(|e| panic!("fixture write {rel}: {e}"));
+        self.chmod(rel, mode);
+    }
+    /// A file with owner and mode (chmod after chown: chown clears set-id bits).
+    fn fo(&self, rel: &str, mode: u32, uid: u32, gid: u32, data: &[u8]) {
+        self.file(rel, mode, data);
+        self.owner(rel, uid, gid);
+        self.chmod(rel, mode);
+    }
+    /// A directory with owner and mode.
+    fn diro(&self, rel: &str, mode: u32, uid: u32, gid: u32) {
+        self.dir(rel, 0o755);
+        self.owner(rel, uid, gid);
         self.chmod(rel, mode);
     }
     fn owner(&self, rel: &str, uid: u32, gid: u32) {
@@ -218,6 +235,90 @@ fn build_l2(b: &B) {
     b.file("setuid", 0o4755, b"#!/bin/sh\n");
     b.file("shadowed", 0o600, b"l2 version\n");
     b.owner("shadowed", 1000, 1000);
+    // Permission tree, part in L2 (so perm/ and perm/d0755_u are merged).
+    b.dir("perm", 0o755);
+    b.diro("perm/d0755_u", 0o755, 1000, 1000);
+    b.fo(
+        "perm/d0755_u/l2f",
+        0o644,
+        0,
+        0,
+        b"l2 root file in 1000's dir\n",
+    );
+    b.diro("perm/l2_d0755_u", 0o755, 1000, 1000);
+    b.fo("perm/l2_d0755_u/f_u", 0o644, 1000, 1000, b"l2 f_u\n");
+    b.fo("perm/l2_f0644_r", 0o644, 0, 0, b"l2 root 0644\n");
+    b.fo("perm/l2_f0600_u", 0o600, 1000, 1000, b"l2 1000 0600\n");
+}
+
+/// The permission tree of L1: directories and files of every interesting
+/// mode owned by root (`_r`), uid 1000 (`_u`), uid 1001 (`_u1`), group 2000.
+fn build_perm_l1(b: &B) {
+    b.dir("perm", 0o755);
+    for (d, mode, uid) in [
+        ("d0700_r", 0o700, 0),
+        ("d0700_u", 0o700, 1000),
+        ("d0755_r", 0o755, 0),
+        ("d0755_u", 0o755, 1000),
+        ("d0555_r", 0o555, 0),
+        ("d0555_u", 0o555, 1000),
+        ("sticky_r", 0o1777, 0),
+        ("sticky_u", 0o1777, 1000),
+    ] {
+        let (f, fm) = match d {
+            "d0555_r" | "d0555_u" | "d0700_r" | "d0700_u" => ("f", 0o644),
+            _ => (
+                "f_r",
+                if d.starts_with("sticky_u") {
+                    0o666
+                } else {
+                    0o644
+                },
+            ),
+        };
+        let dir = format!("perm/{d}");
+        b.dir(&dir, 0o755);
+        let fu = if f == "f" { uid } else { 0 };
+        b.fo(&format!("{dir}/{f}"), fm, fu, fu, d.as_bytes());
+        match d {
+            "d0755_r" => b.fo(&format!("{dir}/f_u"), 0o644, 1000, 1000, b"f_u\n"),
+            "d0755_u" => {
+                b.fo(&format!("{dir}/f_u"), 0o644, 1000, 1000, b"f_u\n");
+                b.fo(&format!("{dir}/f_u1"), 0o644, 1001, 1001, b"f_u1\n");
+            }
+            "d0555_r" => b.dir(&format!("{dir}/sub"), 0o755),
+            "sticky_r" => {
+                b.fo(&format!("{dir}/f_u"), 0o666, 1000, 1000, b"f_u\n");
+                b.fo(&format!("{dir}/f_u1"), 0o666, 1001, 1001, b"f_u1\n");
+                b.diro(&format!("{dir}/d_u"), 0o777, 1000, 1000);
+            }
+            "sticky_u" => b.fo(&format!("{dir}/f_u1"), 0o644, 1001, 1001, b"f_u1\n"),
+            _ => {}
+        }
+        b.owner(&dir, uid, uid);
+        b.chmod(&dir, mode);
+    }
+    b.diro("perm/sgid", 0o2775, 0, 2000);
+    b.fo("perm/sgid/f", 0o664, 0, 2000, b"in sgid\n");
+    b.diro("perm/sgid/sub", 0o2775, 0, 2000);
+    b.diro("perm/sgid_open", 0o2777, 0, 2000);
+    for (mode, name) in [
+        (0o600, "0600"),
+        (0o644, "0644"),
+        (0o666, "0666"),
+        (0o755, "0755"),
+        (0o4755, "4755"),
+        (0o2755, "2755"),
+    ] {
+        let g = if mode == 0o2755 { 2000 } else { 0 };
+        b.fo(&format!("perm/f{name}_r"), mode, 0, g, name.as_bytes());
+        let g = if mode == 0o2755 { 2000 } else { 1000 };
+        b.fo(&format!("perm/f{name}_u"), mode, 1000, g, name.as_bytes());
+    }
+    b.fo("perm/f0660_g", 0o660, 0, 2000, b"group 2000 rw\n");
+    b.fo("perm/f0644_u_g0", 0o644, 1000, 0, b"1000 in group 0\n");
+    b.xattr("perm/f0644_r", "user.p", b"1");
+    b.xattr("perm/f0644_u", "user.p", b"1");
 }
 
 /// Top lower layer.
@@ -269,6 +370,7 @@ fn build_l1(b: &B) {
     b.dir("l1deep/x/y/z", 0o755);
     b.file("l1deep/x/y/z/file", 0o644, b"deep in l1\n");
     b.dir("empty_dir", 0o755);
+    build_perm_l1(b);
 }
 
 /// Paths that exist (or are hidden) in the fixture, for random sequences.
@@ -341,6 +443,54 @@ pub const FIXTURE_PATHS: &[&str] = &[
     "l1deep",
     "l1deep/x/y/z/file",
     "empty_dir",
+    "perm",
+    "perm/d0700_r",
+    "perm/d0700_r/f",
+    "perm/d0700_u",
+    "perm/d0700_u/f",
+    "perm/d0755_r",
+    "perm/d0755_r/f_r",
+    "perm/d0755_r/f_u",
+    "perm/d0755_u",
+    "perm/d0755_u/f_r",
+    "perm/d0755_u/f_u",
+    "perm/d0755_u/f_u1",
+    "perm/d0755_u/l2f",
+    "perm/d0555_r",
+    "perm/d0555_r/f",
+    "perm/d0555_r/sub",
+    "perm/d0555_u",
+    "perm/d0555_u/f",
+    "perm/sticky_r",
+    "perm/sticky_r/f_r",
+    "perm/sticky_r/f_u",
+    "perm/sticky_r/f_u1",
+    "perm/sticky_r/d_u",
+    "perm/sticky_u",
+    "perm/sticky_u/f_r",
+    "perm/sticky_u/f_u1",
+    "perm/sgid",
+    "perm/sgid/f",
+    "perm/sgid/sub",
+    "perm/sgid_open",
+    "perm/f0600_r",
+    "perm/f0644_r",
+    "perm/f0666_r",
+    "perm/f0755_r",
+    "perm/f4755_r",
+    "perm/f2755_r",
+    "perm/f0600_u",
+    "perm/f0644_u",
+    "perm/f0666_u",
+    "perm/f0755_u",
+    "perm/f4755_u",
+    "perm/f2755_u",
+    "perm/f0660_g",
+    "perm/f0644_u_g0",
+    "perm/l2_d0755_u",
+    "perm/l2_d0755_u/f_u",
+    "perm/l2_f0644_r",
+    "perm/l2_f0600_u",
 ];
 
 /// Names that do not exist in the fixture (so creations succeed and most
@@ -365,4 +515,17 @@ pub const NEW_PATHS: &[&str] = &[
     "nonexist/child",
     "@LONG",
     "merged/@LONG",
+    "perm/new",
+    "perm/d0755_r/new",
+    "perm/d0755_u/new",
+    "perm/d0555_r/new",
+    "perm/d0555_u/new",
+    "perm/d0700_r/new",
+    "perm/d0700_u/new",
+    "perm/sticky_r/new",
+    "perm/sticky_u/new",
+    "perm/sgid/new",
+    "perm/sgid/sub/new",
+    "perm/sgid_open/new",
+    "perm/l2_d0755_u/new",
 ];

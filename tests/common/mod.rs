@@ -6,14 +6,18 @@
 //! * [`mount_ovlfs`], [`mount_kernel`], [`unmount`]: mount helpers returning
 //!   `Result<(), String>` with readable messages.
 //! * [`tree`]: directory snapshots and diffs (the comparison primitive).
-//! * [`fixture`], [`ops`]: the layer fixture and the operation set used by
-//!   the differential test (usable by other tests too).
+//! * [`fixture`], [`ops`], [`exec`], [`io`], [`creds`]: the layer fixture,
+//!   the operation set used by the differential test and how operations are
+//!   run (as root or, in a forked child, as another identity).
 //!
 //! Every test binary that does `mod common;` compiles all of this, so unused
 //! items are expected.
 #![allow(dead_code)]
 
+pub mod creds;
+pub mod exec;
 pub mod fixture;
+pub mod io;
 pub mod ops;
 pub mod tree;
 
@@ -25,6 +29,12 @@ use std::time::{Duration, Instant};
 
 /// Path of the ovlfs binary built by cargo for this test run.
 pub const OVLFS_BIN: &str = env!("CARGO_BIN_EXE_ovlfs");
+
+/// The ovlfs binary [`mount_ovlfs`] runs: `$OVLFS_BIN` if set (e.g. one
+/// built from a pinned commit), else [`OVLFS_BIN`].
+pub fn ovlfs_bin() -> String {
+    std::env::var("OVLFS_BIN").unwrap_or_else(|_| OVLFS_BIN.to_string())
+}
 
 /// Checks that the test can mount things: running as root, `/dev/fuse`
 /// present and the kernel `overlay` filesystem available.
@@ -287,7 +297,8 @@ pub fn mount_ovlfs(
         .append(true)
         .open(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-    let mut child = Command::new(OVLFS_BIN)
+    let bin = ovlfs_bin();
+    let mut child = Command::new(&bin)
         .arg("-o")
         .arg(&opts)
         .arg(mnt)
@@ -295,7 +306,7 @@ pub fn mount_ovlfs(
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("spawning {OVLFS_BIN}: {e}"))?;
+        .map_err(|e| format!("spawning {bin}: {e}"))?;
     let log_tail = || {
         let s = std::fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
