@@ -32,13 +32,15 @@ OPTIONS (-o, comma separated; empty entries are ignored):
                          redirect, as the kernel with redirect_dir=on; follow/off: redirects
                          are followed, never written (such renames give EXDEV, the kernel's
                          default); nofollow: meeting a redirect gives EPERM
-  index=off, metacopy=off, xino=off, nfs_export=off
+  uuid=auto|on|null|off  the UUID origins carry and the upper root's uuid xattr (default auto,
+                         as the kernel: on for a fresh upper, null for an older one)
+  index=off, metacopy=off, xino=off, nfs_export=off, verity=off
                          accepted; other values are NOT SUPPORTED YET and refused
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
 same across copy-up and remount.
 
-NOT SUPPORTED YET: index, metacopy, xino, nfs_export, uuid=, verity=, data-only layers
+NOT SUPPORTED YET: index, metacopy, xino, nfs_export, verity, data-only layers
 (::), redirects longer than 256 bytes (EXDEV, as the kernel), POSIX ACL enforcement,
 running as an ordinary user.
 

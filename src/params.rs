@@ -31,6 +31,19 @@ pub enum RedirectDir {
     NoFollow,
 }
 
+/// `uuid=`: which UUID origin handles carry and whether the upper root keeps one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UuidMode {
+    /// Origins carry zero UUIDs; only zero-UUID origins are decoded (one filesystem only).
+    Off,
+    /// Origins carry the lower filesystem's UUID; no `uuid` xattr is kept.
+    Null,
+    /// As null, and the upper root keeps a persistent random `uuid` xattr.
+    On,
+    /// On for a fresh upper, null for one an older mount already used.
+    Auto,
+}
+
 /// A validated mount configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +56,7 @@ pub struct Config {
     /// Overlay xattrs in `user.overlay.*` instead of `trusted.overlay.*`.
     pub userxattr: bool,
     pub redirect_dir: RedirectDir,
+    pub uuid: UuidMode,
     pub fsync: FsyncMode,
     pub allow_other: bool,
     /// Generic FUSE/VFS options passed through to the kernel mount
@@ -193,6 +207,7 @@ impl Config {
             read_only: false,
             userxattr: false,
             redirect_dir: RedirectDir::On,
+            uuid: UuidMode::Auto,
             fsync: FsyncMode::Auto,
             allow_other: false,
             fuse_options: Vec::new(),
@@ -317,12 +332,29 @@ impl Config {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "xino=off")),
             },
-            "uuid" | "verity" => {
-                return Err(ParamError::Unsupported(
-                    opt.into(),
-                    "no origin handles are written yet",
-                ));
+            "uuid" => {
+                self.uuid = match need(value)?.as_str() {
+                    "off" => UuidMode::Off,
+                    "null" => UuidMode::Null,
+                    "on" => UuidMode::On,
+                    "auto" => UuidMode::Auto,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not null, off, auto or on"),
+                        ));
+                    }
+                }
             }
+            "verity" => match need(value)?.as_str() {
+                "off" => {}
+                _ => {
+                    return Err(ParamError::Unsupported(
+                        opt.into(),
+                        "verity=off (no metacopy yet)",
+                    ));
+                }
+            },
             "fsname" | "subtype" | "context" | "fscontext" | "defcontext" | "rootcontext" => {
                 // Labels and names: passed through to the kernel mount as given.
                 self.fuse_options.push(opt.into());

@@ -22,15 +22,30 @@ fn privileged() -> bool {
     root
 }
 
+/// Layers on a private tmpfs (it has a filesystem UUID, as origins need).
 struct Stack {
     _dir: tempfile::TempDir,
     root: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C string.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 impl Stack {
     fn new() -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", root.display());
         for d in ["l1", "l2", "u", "w"] {
             fs::create_dir(root.join(d)).unwrap();
         }
@@ -307,5 +322,95 @@ fn private_xattrs_are_hidden_and_escaped() {
     assert_eq!(
         ovl.removexattr(ino, OsStr::new("user.none")),
         Err(Errno::ENODATA)
+    );
+}
+
+#[test]
+fn uuid_modes() {
+    if !privileged() {
+        return;
+    }
+    let get = |p: &Path, name: &str| -> Option<Vec<u8>> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        let mut buf = [0u8; 256];
+        // SAFETY: valid C strings and buffer.
+        let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), 256) };
+        (r >= 0).then(|| buf[..r as usize].to_vec())
+    };
+    // auto on a fresh upper: a persistent random uuid, kept by the next mount.
+    let s = Stack::new();
+    write(&s.p("l1/f"), "x");
+    let ovl = s.mount();
+    let id = get(&s.p("u"), "trusted.overlay.uuid").expect("uuid written");
+    assert_eq!(id.len(), 16);
+    let f = lookup_path(&ovl, "f").unwrap();
+    ovl.setattr(
+        f,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    drop(ovl);
+    let ovl = s.mount();
+    assert_eq!(get(&s.p("u"), "trusted.overlay.uuid"), Some(id));
+    drop(ovl);
+    // auto on an upper an older mount used (root impure, no uuid): null.
+    let s = Stack::new();
+    write(&s.p("l1/f"), "x");
+    let ovl = s.mount_with(",uuid=null");
+    let f = lookup_path(&ovl, "f").unwrap();
+    ovl.setattr(
+        f,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    drop(ovl);
+    assert_eq!(get(&s.p("u"), "trusted.overlay.uuid"), None);
+    let origin = get(&s.p("u/f"), "trusted.overlay.origin").unwrap();
+    assert_ne!(
+        &origin[5..21],
+        &[0u8; 16],
+        "null mode keeps the lower filesystem's uuid"
+    );
+    let _ovl = s.mount();
+    assert_eq!(
+        get(&s.p("u"), "trusted.overlay.uuid"),
+        None,
+        "impure root: auto means null"
+    );
+    // off: origins carry a null uuid and still give stable inode numbers.
+    let s = Stack::new();
+    write(&s.p("l1/g"), "x");
+    let ovl = s.mount_with(",uuid=off");
+    let g = lookup_path(&ovl, "g").unwrap();
+    let before = ovl.getattr(g).unwrap().ino;
+    ovl.setattr(
+        g,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    drop(ovl);
+    let origin = get(&s.p("u/g"), "trusted.overlay.origin").unwrap();
+    assert_eq!(&origin[5..21], &[0u8; 16]);
+    let ovl = s.mount_with(",uuid=off");
+    let g = lookup_path(&ovl, "g").unwrap();
+    assert_eq!(
+        ovl.getattr(g).unwrap().ino,
+        before,
+        "the inode number survives the remount"
+    );
+    assert_eq!(
+        fs::metadata(s.p("l1/g")).unwrap().ino(),
+        before,
+        "and is the lower file's"
     );
 }

@@ -70,6 +70,8 @@ pub struct Overlay {
     files: FileTable,
     dirs: readdir::DirTable,
     tmp_counter: AtomicU64,
+    /// The `uuid=` mode in effect (see origin::settle_uuid).
+    uuid: crate::params::UuidMode,
     /// Told when a node's attributes change behind the kernel's back (copy-up
     /// of a hard-linked lower file changes st_nlink, for one), so the kernel's
     /// attribute cache can be dropped.
@@ -86,7 +88,15 @@ impl Overlay {
             what: "cannot read the layer roots",
             errno: e,
         })?;
+        let uuid = origin::settle_uuid(
+            cfg.uuid,
+            &xattr,
+            setup.upper.as_ref(),
+            &setup.lowers,
+            setup.work.is_some(),
+        );
         Ok(Overlay {
+            uuid,
             nodes: NodeTable::new(root, setup.upper.as_ref().map(|u| u.dev)),
             cfg,
             xattr,

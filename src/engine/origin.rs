@@ -10,18 +10,80 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
+use super::layer::Layer;
 use super::node::{Key, Node};
-use super::{Overlay, Result};
+use super::{Errno, Overlay, Result};
 use crate::format::fh::OvlFb;
+use crate::format::xattr::XattrNames;
+use crate::params::UuidMode;
 use crate::sys::{self, Stat};
+
+/// Settle `uuid=` for a mount as the kernel does (docs/format.md §5): `off`
+/// needs one filesystem; `on` keeps a random `uuid` xattr on the upper root;
+/// `auto` is `on` for a fresh upper and `null` for one an older mount used
+/// (its root already impure).
+pub(super) fn settle_uuid(
+    mode: UuidMode,
+    xattr: &XattrNames,
+    upper: Option<&Layer>,
+    lowers: &[Layer],
+    writable: bool,
+) -> UuidMode {
+    let Some(upper) = upper else {
+        return if mode == UuidMode::Off {
+            UuidMode::Off
+        } else {
+            UuidMode::Null
+        };
+    };
+    let root = upper.root.as_fd();
+    let name = xattr.name("uuid");
+    match mode {
+        UuidMode::Off if lowers.iter().any(|l| l.dev != upper.dev) => {
+            tracing::warn!(
+                "uuid=off needs one filesystem for all layers; falling back to uuid=null"
+            );
+            UuidMode::Null
+        }
+        UuidMode::Off | UuidMode::Null => mode,
+        UuidMode::On | UuidMode::Auto => {
+            if sys::getxattr(root, &name).is_ok_and(|v| v.len() == 16) {
+                return UuidMode::On;
+            }
+            if mode == UuidMode::Auto && sys::getxattr(root, &xattr.name("impure")).is_ok() {
+                return UuidMode::Null;
+            }
+            if !writable {
+                return UuidMode::Null;
+            }
+            let mut id = [0u8; 16];
+            let random = std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id));
+            match random
+                .map_err(Errno::from)
+                .and_then(|()| sys::setxattr(root, &name, &id, 0))
+            {
+                Ok(()) => UuidMode::On,
+                Err(e) => {
+                    tracing::warn!(%e, "cannot set the upper root's uuid; falling back to uuid=null");
+                    UuidMode::Null
+                }
+            }
+        }
+    }
+}
 
 impl Overlay {
     /// The `origin` value for a lower object of layer `layer`.
     pub(super) fn origin_value(&self, layer: usize, lower: BorrowedFd<'_>) -> Vec<u8> {
+        // uuid=off writes null UUIDs: all layers are on one filesystem.
+        let uuid = if self.uuid == UuidMode::Off {
+            [0; 16]
+        } else {
+            self.lowers[layer].uuid
+        };
         match sys::name_to_handle(lower) {
-            Ok(h) => OvlFb::new(self.lowers[layer].uuid, h)
-                .encode()
-                .unwrap_or_default(),
+            Ok(h) => OvlFb::new(uuid, h).encode().unwrap_or_default(),
             // No file handles on that filesystem: "copied up, origin unknown".
             Err(_) => Vec::new(),
         }
@@ -57,11 +119,28 @@ impl Overlay {
     /// Decode a stored origin value for an object of type `kind` (S_IFMT bits).
     pub(super) fn decode_origin_value(&self, value: &[u8], kind: u32) -> Option<Key> {
         let fb = OvlFb::decode(value).ok()?;
-        // A null UUID matches nothing: such origins cannot be told apart.
-        if fb.uuid == [0; 16] {
+        // With uuid=off only null-UUID origins decode (any layer: one filesystem);
+        // otherwise a null UUID matches nothing, as such layers cannot be told apart.
+        let off = self.uuid == UuidMode::Off;
+        let null = fb.uuid == [0; 16];
+        if off && !null {
             return None;
         }
-        for layer in self.lowers.iter().filter(|l| l.uuid == fb.uuid) {
+        if null && !off {
+            // A filesystem without a UUID: its handles are trusted only with the
+            // features that forbid offline changes, and only if it is the one
+            // such filesystem among the lowers (as the kernel's bad_uuid rule).
+            let mut devs = self
+                .lowers
+                .iter()
+                .filter(|l| l.uuid == [0; 16])
+                .map(|l| l.dev);
+            let first = devs.next()?;
+            if self.allow_offline_changes() || devs.any(|d| d != first) {
+                return None;
+            }
+        }
+        for layer in self.lowers.iter().filter(|l| off || l.uuid == fb.uuid) {
             let Some(mount_fd) = &layer.root_rd else {
                 continue;
             };

@@ -37,12 +37,11 @@ pub const UTIMES_POOL: &[(i64, i64)] = &[
 ];
 
 /// Layer xattrs that are not compared between the two implementations.
-/// - `trusted.overlay.uuid`: on the upper root; random per mount (uuid=on),
-///   not written by ovlfs yet.
-///
-/// `trusted.overlay.origin` holds file handles, which differ between two
-/// copies of a fixture: it is compared as "a handle", "empty" or absent.
-pub const IGNORED_LAYER_XATTRS: &[&str] = &["trusted.overlay.uuid"];
+/// Nothing is ignored any more: `trusted.overlay.origin` holds file handles,
+/// which differ between two copies of a fixture, so it is compared as "a
+/// handle", "empty" or absent; `trusted.overlay.uuid` (random, on the upper
+/// root) as "16 bytes" or its raw value.
+pub const IGNORED_LAYER_XATTRS: &[&str] = &[];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mtime {
@@ -280,6 +279,11 @@ pub fn entry_of(p: &Path, mode: SnapMode) -> Result<Entry, String> {
                     && v.starts_with(&[0x00, 0xfb])
                 {
                     *v = b"<file handle>".to_vec();
+                }
+                if let Some(v) = x.get_mut("trusted.overlay.uuid")
+                    && v.len() == 16
+                {
+                    *v = b"<16 random bytes>".to_vec();
                 }
             }
             e.xattrs = x;
