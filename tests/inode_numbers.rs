@@ -1,0 +1,197 @@
+//! Inode numbers and redirects through real mounts, across remounts and
+//! across the kernel overlay: st_ino of copied-up files stays the lower
+//! file's, moved directories keep their contents after a remount on either.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::{Scratch, mount_kernel, mount_ovlfs, require_root_and_fuse, unmount};
+
+struct Layers {
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Layers {
+    fn new(s: &Scratch, name: &str) -> Layers {
+        let d = s.subdir(name);
+        let l = Layers {
+            lower: d.join("l"),
+            upper: d.join("u"),
+            work: d.join("w"),
+            mnt: d.join("m"),
+        };
+        for p in [&l.lower, &l.upper, &l.work, &l.mnt] {
+            fs::create_dir_all(p).unwrap();
+        }
+        l
+    }
+
+    fn ovlfs(&self) {
+        mount_ovlfs(
+            std::slice::from_ref(&self.lower),
+            Some(&self.upper),
+            Some(&self.work),
+            &self.mnt,
+            &[],
+        )
+        .unwrap();
+    }
+
+    fn kernel(&self) {
+        let opts = ["redirect_dir=on"];
+        mount_kernel(
+            std::slice::from_ref(&self.lower),
+            Some(&self.upper),
+            Some(&self.work),
+            &self.mnt,
+            &opts,
+        )
+        .unwrap();
+    }
+
+    fn umount(&self) {
+        unmount(&self.mnt).unwrap();
+    }
+}
+
+/// st_ino of every regular file below `root`, by relative path.
+fn inos(root: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path().strip_prefix(root).unwrap().to_path_buf(), md.ino());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn st_ino_survives_copy_up_and_remount() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let l = Layers::new(&s, "ino");
+    for d in 0..10 {
+        fs::create_dir(l.lower.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            fs::write(l.lower.join(format!("d{d}/f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let lower_inos = inos(&l.lower);
+    l.ovlfs();
+    let before = inos(&l.mnt);
+    assert_eq!(before.len(), 1000);
+    assert_eq!(
+        before, lower_inos,
+        "lower files show their own inode numbers"
+    );
+    // Copy every file up, in several ways.
+    for (i, p) in before.keys().enumerate() {
+        let full = l.mnt.join(p);
+        match i % 4 {
+            0 => fs::write(&full, b"rewritten").unwrap(),
+            1 => fs::set_permissions(&full, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap(),
+            2 => std::os::unix::fs::chown(&full, Some(1000), None).unwrap(),
+            _ => fs::OpenOptions::new()
+                .append(true)
+                .open(&full)
+                .unwrap()
+                .set_len(1)
+                .unwrap(),
+        }
+    }
+    assert_eq!(inos(&l.mnt), before, "copy-up keeps the inode numbers");
+    for p in before.keys() {
+        assert!(l.upper.join(p).exists(), "{} was copied up", p.display());
+    }
+    l.umount();
+    l.ovlfs();
+    assert_eq!(inos(&l.mnt), before, "a remount keeps them (origin xattrs)");
+    l.umount();
+    l.kernel();
+    assert_eq!(
+        inos(&l.mnt),
+        before,
+        "the kernel overlay shows the same numbers"
+    );
+    l.umount();
+}
+
+#[test]
+fn moved_directories_keep_their_contents_across_remounts() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let l = Layers::new(&s, "mv");
+    for p in ["a/b/c/d", "x/y", "z"] {
+        fs::create_dir_all(l.lower.join(p)).unwrap();
+    }
+    for (p, c) in [
+        ("a/1", "1"),
+        ("a/b/2", "2"),
+        ("a/b/c/3", "3"),
+        ("a/b/c/d/4", "4"),
+        ("x/y/5", "5"),
+    ] {
+        fs::write(l.lower.join(p), c).unwrap();
+    }
+    l.ovlfs();
+    let m = &l.mnt;
+    // Populated merged directories at several depths, in place and across parents,
+    // and a chain a→b, b→c, c→a.
+    fs::write(m.join("a/b/new"), "n").unwrap();
+    fs::rename(m.join("a/b/c"), m.join("x/c2")).unwrap();
+    fs::rename(m.join("x/c2/d"), m.join("z/d2")).unwrap();
+    fs::rename(m.join("a"), m.join("tmp")).unwrap();
+    fs::rename(m.join("x"), m.join("a")).unwrap();
+    fs::rename(m.join("tmp"), m.join("x")).unwrap();
+    let expect: Vec<(&str, &str)> = vec![
+        ("x/1", "1"),
+        ("x/b/2", "2"),
+        ("x/b/new", "n"),
+        ("a/c2/3", "3"),
+        ("z/d2/4", "4"),
+        ("a/y/5", "5"),
+    ];
+    let check = |what: &str| {
+        for (p, c) in &expect {
+            assert_eq!(
+                fs::read_to_string(m.join(p)).unwrap_or_default(),
+                *c,
+                "{what}: {p}"
+            );
+        }
+        assert!(
+            !m.join("a/b").exists() && !m.join("x/c2").exists(),
+            "{what}: old names gone"
+        );
+    };
+    check("ovlfs");
+    let tree = inos(m);
+    l.umount();
+    l.ovlfs();
+    check("ovlfs after remount");
+    assert_eq!(inos(m), tree, "inode numbers after remount");
+    l.umount();
+    l.kernel();
+    check("kernel overlay on the same layers");
+    assert_eq!(inos(m), tree, "the kernel shows the same inode numbers");
+    l.umount();
+}
