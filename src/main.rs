@@ -40,9 +40,10 @@ OPTIONS (-o, comma separated; empty entries are ignored):
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
 same across copy-up and remount.
 
+A move whose redirect would exceed 256 bytes copies the directory tree up instead.
+
 NOT SUPPORTED YET: index, metacopy, xino, nfs_export, verity, data-only layers
-(::), redirects longer than 256 bytes (EXDEV, as the kernel), POSIX ACL enforcement,
-running as an ordinary user.
+(::), POSIX ACL enforcement, running as an ordinary user.
 
 EXAMPLES:
   ovlfs -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt

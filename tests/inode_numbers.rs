@@ -195,3 +195,68 @@ fn moved_directories_keep_their_contents_across_remounts() {
     assert_eq!(inos(m), tree, "the kernel shows the same inode numbers");
     l.umount();
 }
+
+#[test]
+fn a_move_too_long_for_a_redirect_brings_the_tree_up() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let l = Layers::new(&s, "long");
+    let deep = format!("{}/{}/{}", "a".repeat(100), "b".repeat(100), "c".repeat(60));
+    for p in ["moved/sub", "moved/gone"] {
+        fs::create_dir_all(l.lower.join(&deep).join(p)).unwrap();
+    }
+    fs::write(l.lower.join(&deep).join("moved/f"), "f").unwrap();
+    fs::write(l.lower.join(&deep).join("moved/sub/g"), "g").unwrap();
+    fs::write(l.lower.join(&deep).join("moved/hidden"), "h").unwrap();
+    l.ovlfs();
+    let m = &l.mnt;
+    fs::remove_file(m.join(&deep).join("moved/hidden")).unwrap();
+    fs::remove_dir(m.join(&deep).join("moved/gone")).unwrap();
+    // "/aaa…/bbb…/ccc…/moved" is over the kernel's 256-byte redirect limit: the
+    // kernel says EXDEV; ovlfs copies the tree up and moves it without a redirect.
+    fs::rename(m.join(&deep).join("moved"), m.join("top")).unwrap();
+    let check = |what: &str| {
+        let mut names: Vec<_> = fs::read_dir(m.join("top"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f", "sub"], "{what}: entries of the moved dir");
+        assert_eq!(
+            fs::read_to_string(m.join("top/sub/g")).unwrap(),
+            "g",
+            "{what}"
+        );
+        assert!(
+            !m.join(&deep).join("moved").exists(),
+            "{what}: old name gone"
+        );
+    };
+    check("ovlfs");
+    l.umount();
+    assert!(
+        xattr(&l.upper.join("top"), "trusted.overlay.redirect").is_none(),
+        "no redirect was written"
+    );
+    assert_eq!(
+        xattr(&l.upper.join("top"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    l.ovlfs();
+    check("ovlfs after remount");
+    l.umount();
+    l.kernel();
+    check("kernel overlay");
+    l.umount();
+}
+
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = common::cstr(p);
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 512];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}

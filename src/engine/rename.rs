@@ -234,8 +234,13 @@ impl Overlay {
             }
             return Ok(());
         }
-        let Some(value) = self.redirect_for(r, from, name, samedir)? else {
-            return Ok(());
+        let value = match self.redirect_for(r, from, name, samedir) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Ok(()),
+            // Too long for the kernel to follow: instead of failing as the kernel
+            // does, bring the whole tree up, so it needs no redirect at all.
+            Err(e) if e == Errno::EXDEV => return self.materialize_tree(dir),
+            Err(e) => return Err(e),
         };
         let up = dir.upper().ok_or(Errno::EIO)?;
         sys::setxattr(
@@ -297,6 +302,37 @@ impl Overlay {
             return Err(Errno::EXDEV);
         }
         Ok(Some(OsString::from_vec(path)))
+    }
+
+    /// Copy up everything a directory shows, recursively, then make it opaque
+    /// and drop its now useless whiteouts: it no longer needs its lower
+    /// directories, so it can move anywhere without a redirect and any kernel
+    /// reads it. Children first, so an interruption never hides anything.
+    fn materialize_tree(&self, dir: &Arc<Node>) -> Result<()> {
+        let up = self.copy_up(dir)?;
+        for e in self.merged_entries(dir, false)? {
+            let child = self.lookup(dir.ino, &e.name)?;
+            let done = self.copy_up(&child).and_then(|_| {
+                if child.is_dir() {
+                    self.materialize_tree(&child)
+                } else {
+                    Ok(())
+                }
+            });
+            self.forget(child.ino, 1);
+            done?;
+        }
+        self.set_opaque(dir)?;
+        dir.state.write().unwrap().lowers.clear();
+        for ent in sys::read_dir(up.as_fd())? {
+            if ent.d_type == libc::DT_CHR
+                && sys::fstatat(up.as_fd(), &ent.name)
+                    .is_ok_and(|st| crate::format::whiteout::is_whiteout_stat(&st))
+            {
+                sys::unlinkat(up.as_fd(), &ent.name, false)?;
+            }
+        }
+        Ok(())
     }
 
     /// Swap the upper directory `dir/name` (empty in the union, but holding
