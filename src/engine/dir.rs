@@ -282,7 +282,9 @@ impl Overlay {
     /// Replace `pfd/name` with a whiteout, or remove it where nothing lies below.
     fn remove_entry(&self, pfd: &OwnedFd, name: &OsStr, r: &Resolved, is_dir: bool) -> Result<()> {
         let work = self.work_fd()?;
-        if r.lower_positive || !r.lowers.is_empty() {
+        // Whether the name itself lies below (not where a redirect leads), as the
+        // kernel's ovl_lower_positive decides.
+        if r.lower_positive {
             let wh = self.make_tmp_whiteout()?;
             let flags = if r.upper.is_some() {
                 sys::RENAME_EXCHANGE
