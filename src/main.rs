@@ -34,7 +34,9 @@ OPTIONS (-o, comma separated; empty entries are ignored):
                          default); nofollow: meeting a redirect gives EPERM
   uuid=auto|on|null|off  the UUID origins carry and the upper root's uuid xattr (default auto,
                          as the kernel: on for a fresh upper, null for an older one)
-  index=off, metacopy=off, xino=off, nfs_export=off, verity=off
+  xino=auto|on|off       inode numbers across filesystems: auto/on as the kernel's xino
+                         (default auto); off: ovlfs's own unique numbering
+  index=off, metacopy=off, nfs_export=off, verity=off
                          accepted; other values are NOT SUPPORTED YET and refused
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
@@ -42,7 +44,7 @@ same across copy-up and remount.
 
 A move whose redirect would exceed 256 bytes copies the directory tree up instead.
 
-NOT SUPPORTED YET: index, metacopy, xino, nfs_export, verity, data-only layers
+NOT SUPPORTED YET: index, metacopy, nfs_export, verity, data-only layers
 (::), POSIX ACL enforcement, running as an ordinary user.
 
 EXAMPLES:

@@ -44,6 +44,14 @@ pub enum UuidMode {
     Auto,
 }
 
+/// `xino=`: how inode numbers from several filesystems are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xino {
+    Off,
+    Auto,
+    On,
+}
+
 /// A validated mount configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +65,7 @@ pub struct Config {
     pub userxattr: bool,
     pub redirect_dir: RedirectDir,
     pub uuid: UuidMode,
+    pub xino: Xino,
     pub fsync: FsyncMode,
     pub allow_other: bool,
     /// Generic FUSE/VFS options passed through to the kernel mount
@@ -208,6 +217,7 @@ impl Config {
             userxattr: false,
             redirect_dir: RedirectDir::On,
             uuid: UuidMode::Auto,
+            xino: Xino::Auto,
             fsync: FsyncMode::Auto,
             allow_other: false,
             fuse_options: Vec::new(),
@@ -328,10 +338,19 @@ impl Config {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
             },
-            "xino" => match need(value)?.as_str() {
-                "off" => {}
-                _ => return Err(ParamError::Unsupported(opt.into(), "xino=off")),
-            },
+            "xino" => {
+                self.xino = match need(value)?.as_str() {
+                    "off" => Xino::Off,
+                    "auto" => Xino::Auto,
+                    "on" => Xino::On,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not on, auto or off"),
+                        ));
+                    }
+                }
+            }
             "uuid" => {
                 self.uuid = match need(value)?.as_str() {
                     "off" => UuidMode::Off,

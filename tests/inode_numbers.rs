@@ -260,3 +260,70 @@ fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     (r >= 0).then(|| buf[..r as usize].to_vec())
 }
+
+#[test]
+fn xino_numbers_match_the_kernel_across_filesystems() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    // Lower on its own tmpfs, upper and work on the scratch tmpfs; one copy
+    // of the layers for each side.
+    let lowerfs = s.subdir("lowerfs");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&lowerfs)
+        .status();
+    assert!(st.unwrap().success());
+    let mut seen = Vec::new();
+    for side in ["kernel", "ovlfs"] {
+        let lower = lowerfs.join(side);
+        for p in ["d/e", "x"] {
+            fs::create_dir_all(lower.join(p)).unwrap();
+        }
+        for p in ["f", "d/g", "d/e/h"] {
+            fs::write(lower.join(p), p).unwrap();
+        }
+        let d = s.subdir(side);
+        let (u, w, m) = (d.join("u"), d.join("w"), d.join("m"));
+        for p in [&u, &w, &m] {
+            fs::create_dir_all(p).unwrap();
+        }
+        let lowers = [lower.clone()];
+        if side == "kernel" {
+            mount_kernel(
+                &lowers,
+                Some(&u),
+                Some(&w),
+                &m,
+                &["xino=on", "redirect_dir=on"],
+            )
+            .unwrap();
+        } else {
+            mount_ovlfs(&lowers, Some(&u), Some(&w), &m, &["xino=on"]).unwrap();
+        }
+        fs::write(m.join("new"), "n").unwrap();
+        fs::write(m.join("d/g"), "changed").unwrap();
+        // Numbers relative to each side's own layers: the id bits and the real
+        // numbers must combine the same way.
+        let real = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+        let mut v = Vec::new();
+        for p in ["f", "d", "d/g", "d/e/h", "x"] {
+            v.push((
+                p,
+                fs::symlink_metadata(m.join(p)).unwrap().ino() ^ real(&lower.join(p)),
+            ));
+        }
+        v.push((
+            "new",
+            fs::symlink_metadata(m.join("new")).unwrap().ino() ^ real(&u.join("new")),
+        ));
+        unmount(&m).unwrap();
+        seen.push(v);
+    }
+    assert_eq!(seen[0], seen[1], "high bits (kernel, ovlfs) per path");
+    assert!(
+        seen[0].iter().any(|(_, bits)| *bits != 0),
+        "the lower filesystem got an id"
+    );
+}

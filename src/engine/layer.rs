@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::Errno;
+use super::node::InoScheme;
 use crate::format::xattr::XattrNames;
-use crate::params::{Config, FsyncMode};
+use crate::params::{Config, FsyncMode, Xino};
 use crate::sys;
 
 /// One layer directory, held open for the life of the mount.
@@ -149,6 +150,48 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
         work: Some(work),
         workdir: Some(workdir),
     })
+}
+
+/// Decide the inode number scheme, as the kernel decides xino (docs/format.md
+/// §9.2): one filesystem keeps real numbers; several, with xino on or auto and
+/// file handles everywhere, put a filesystem id in the high bits: 32 of them
+/// where every filesystem uses the generic 8-byte handle (ext4 and the like),
+/// else just enough for the number of filesystems.
+pub(super) fn ino_scheme(mode: Xino, upper: Option<&Layer>, lowers: &[Layer]) -> InoScheme {
+    // fsid 0 is the upper's filesystem (reserved even without an upper).
+    let mut fsids: Vec<u64> = vec![upper.map_or(u64::MAX, |u| u.dev)];
+    for l in lowers {
+        if !fsids.contains(&l.dev) {
+            fsids.push(l.dev);
+        }
+    }
+    let distinct = fsids.iter().filter(|d| **d != u64::MAX).count();
+    if distinct <= 1 {
+        return InoScheme::SameFs;
+    }
+    let handles: Vec<_> = upper
+        .into_iter()
+        .chain(lowers)
+        .map(|l| sys::name_to_handle(l.root.as_fd()))
+        .collect();
+    if mode == Xino::Off || handles.iter().any(|h| h.is_err()) {
+        if mode == Xino::On {
+            tracing::warn!("a layer's filesystem has no file handles: falling back to xino=off");
+        }
+        return InoScheme::Indexed {
+            upper_dev: upper.map(|u| u.dev),
+        };
+    }
+    let generic = handles
+        .iter()
+        .flatten()
+        .all(|h| h.handle_type == 1 && h.bytes.len() == 8);
+    let bits = if generic {
+        32
+    } else {
+        (fsids.len() as u32 - 1).ilog2() + 2
+    };
+    InoScheme::Xino { bits, fsids }
 }
 
 /// No layer may lie inside another (the kernel's ELOOP check): the overlay

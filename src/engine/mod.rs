@@ -97,7 +97,10 @@ impl Overlay {
         );
         Ok(Overlay {
             uuid,
-            nodes: NodeTable::new(root, setup.upper.as_ref().map(|u| u.dev)),
+            nodes: NodeTable::new(
+                root,
+                layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers),
+            ),
             cfg,
             xattr,
             lowers: setup.lowers,

@@ -128,22 +128,35 @@ struct Maps {
     by_key: HashMap<Key, u64>,
 }
 
+/// How real inode numbers become overlay inode numbers (decided once, at mount).
+#[derive(Debug, Clone)]
+pub enum InoScheme {
+    /// All layers on one filesystem: real numbers unchanged, as the kernel.
+    SameFs,
+    /// The kernel's xino: `ino | fsid << (65 - bits)` while `ino` fits in
+    /// `64 - bits` bits; fsid 0 is the upper's filesystem, lowers numbered in
+    /// order of first appearance.
+    Xino { bits: u32, fsids: Vec<u64> },
+    /// Several filesystems, xino off: ovlfs's own scheme (the kernel would give
+    /// each filesystem its own st_dev, which FUSE cannot): the upper's numbers
+    /// unchanged, others with a filesystem index at bit 48.
+    Indexed { upper_dev: Option<u64> },
+}
+
 /// All nodes the kernel holds references to.
 pub struct NodeTable {
     maps: RwLock<Maps>,
     /// Numbers for nodes whose natural number is taken.
     fallback: AtomicU64,
-    /// The upper filesystem's st_dev: its inode numbers are used unchanged.
-    upper_dev: Option<u64>,
-    /// Other filesystems get an index in the high bits, in order of appearance.
+    scheme: InoScheme,
+    /// Filesystems of the Indexed scheme, in order of appearance.
     devs: Mutex<Vec<u64>>,
 }
 
-const FALLBACK_BASE: u64 = 1 << 62;
 const DEV_SHIFT: u32 = 48;
 
 impl NodeTable {
-    pub fn new(root: Node, upper_dev: Option<u64>) -> NodeTable {
+    pub fn new(root: Node, scheme: InoScheme) -> NodeTable {
         root.lookups.store(1, Ordering::Relaxed);
         let key = *root.key.lock().unwrap();
         let root = Arc::new(root);
@@ -151,10 +164,16 @@ impl NodeTable {
         by_ino.insert(ROOT_INO, root);
         let mut by_key = HashMap::new();
         by_key.insert(key, ROOT_INO);
+        // Numbers no real object gets: with xino the reserved bit just below
+        // the filesystem id (as the kernel's non-persistent numbers), else 2^62.
+        let fallback = match &scheme {
+            InoScheme::Xino { bits, .. } => 1u64 << (64 - bits),
+            _ => 1 << 62,
+        };
         NodeTable {
             maps: RwLock::new(Maps { by_ino, by_key }),
-            fallback: AtomicU64::new(FALLBACK_BASE),
-            upper_dev,
+            fallback: AtomicU64::new(fallback + 2),
+            scheme,
             devs: Mutex::new(Vec::new()),
         }
     }
@@ -167,31 +186,46 @@ impl NodeTable {
         self.maps.read().unwrap().by_ino.get(&ino).cloned()
     }
 
-    /// The inode number an object with this identity naturally gets: the real
-    /// st_ino on the upper's filesystem (or the first one), with a filesystem
-    /// index in the high bits for others.
+    /// The inode number an object with this identity naturally gets.
     fn natural_ino(&self, key: Key) -> u64 {
         let Key { dev, ino, .. } = key;
-        if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
-            return self.fallback.fetch_add(1, Ordering::Relaxed);
+        let fallback = || self.fallback.fetch_add(1, Ordering::Relaxed);
+        if ino <= ROOT_INO {
+            return fallback();
         }
-        if Some(dev) == self.upper_dev {
-            return ino;
-        }
-        let mut devs = self.devs.lock().unwrap();
-        let idx = match devs.iter().position(|d| *d == dev) {
-            Some(i) => i,
-            None => {
-                devs.push(dev);
-                devs.len() - 1
+        match &self.scheme {
+            InoScheme::SameFs => ino,
+            InoScheme::Xino { bits, fsids } => {
+                let shift = 64 - bits;
+                let fsid = fsids.iter().position(|d| *d == dev).unwrap_or(0) as u64;
+                if ino >> shift != 0 {
+                    return fallback();
+                }
+                ino | fsid.checked_shl(shift + 1).unwrap_or(0)
             }
-        };
-        // With no upper, the first filesystem keeps its numbers unchanged.
-        let idx = idx as u64 + u64::from(self.upper_dev.is_some());
-        if idx >= (1 << (62 - DEV_SHIFT)) {
-            return self.fallback.fetch_add(1, Ordering::Relaxed);
+            InoScheme::Indexed { upper_dev } => {
+                if ino >= 1 << DEV_SHIFT {
+                    return fallback();
+                }
+                if Some(dev) == *upper_dev {
+                    return ino;
+                }
+                let mut devs = self.devs.lock().unwrap();
+                let idx = match devs.iter().position(|d| *d == dev) {
+                    Some(i) => i,
+                    None => {
+                        devs.push(dev);
+                        devs.len() - 1
+                    }
+                };
+                // With no upper, the first filesystem keeps its numbers unchanged.
+                let idx = idx as u64 + u64::from(upper_dev.is_some());
+                if idx >= (1 << (62 - DEV_SHIFT)) {
+                    return fallback();
+                }
+                (idx << DEV_SHIFT) | ino
+            }
         }
-        (idx << DEV_SHIFT) | ino
     }
 
     /// The number of the live node with this identity, if the kernel holds one.
@@ -205,9 +239,8 @@ impl NodeTable {
         if let Some(i) = self.maps.read().unwrap().by_key.get(&key) {
             return *i;
         }
-        let ino = key.ino;
-        if ino >= 1 << DEV_SHIFT || ino <= ROOT_INO {
-            return ino;
+        if key.ino <= ROOT_INO {
+            return key.ino;
         }
         self.natural_ino(key)
     }
