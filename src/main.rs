@@ -36,7 +36,10 @@ OPTIONS (-o, comma separated; empty entries are ignored):
                          as the kernel: on for a fresh upper, null for an older one)
   xino=auto|on|off       inode numbers across filesystems: auto/on as the kernel's xino
                          (default auto); off: ovlfs's own unique numbering
-  index=off, metacopy=off, nfs_export=off, verity=off
+  metacopy=on|off        metadata-only copy-up for attribute/xattr changes, link, rename
+                         (default off, as the kernel; on implies redirect_dir=on)
+  lowerdir=L1::D1::D2    data-only layers after ::, reached only by metacopy redirects
+  index=off, nfs_export=off, verity=off
                          accepted; other values are NOT SUPPORTED YET and refused
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
@@ -44,8 +47,8 @@ same across copy-up and remount.
 
 A move whose redirect would exceed 256 bytes copies the directory tree up instead.
 
-NOT SUPPORTED YET: index, metacopy, nfs_export, verity, data-only layers
-(::), POSIX ACL enforcement, running as an ordinary user.
+NOT SUPPORTED YET: index, nfs_export, verity, POSIX ACL enforcement, running as an
+ordinary user; walks over more inodes than the open-file limit fail with EMFILE.
 
 EXAMPLES:
   ovlfs -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt

@@ -57,6 +57,10 @@ pub enum Xino {
 pub struct Config {
     /// Lower layers, topmost first.
     pub lowers: Vec<PathBuf>,
+    /// Data-only lower layers (after `::`): reached only through metacopy redirects.
+    pub data_lowers: Vec<PathBuf>,
+    /// Metadata-only copy-up for attribute changes (`metacopy=on`).
+    pub metacopy: bool,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     /// `ro` given, or no upper layer.
@@ -157,10 +161,13 @@ fn split_options(s: &str) -> Vec<String> {
     out
 }
 
-/// Split `lowerdir` at unescaped colons; `\:` is a literal colon, `\\` a backslash.
-/// `::` (data-only layers) is refused for now.
-fn split_lowerdir(s: &str) -> Result<Vec<PathBuf>, ParamError> {
-    let mut out = Vec::new();
+/// Split `lowerdir` at unescaped colons; `\:` is a literal colon, `\\` a
+/// backslash. Layers after a `::` are data-only (reached only through
+/// metacopy redirects); after the first `::` every separator must be `::`.
+fn split_lowerdir(s: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ParamError> {
+    let bad = |why: &str| ParamError::BadValue("lowerdir".into(), why.into());
+    // Split into (path, number of colons after it).
+    let mut parts: Vec<(String, usize)> = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -170,25 +177,45 @@ fn split_lowerdir(s: &str) -> Result<Vec<PathBuf>, ParamError> {
                 None => cur.push('\\'),
             },
             ':' => {
-                if cur.is_empty() {
-                    return Err(ParamError::Unsupported(
-                        "lowerdir with \"::\" (data-only layers)".into(),
-                        "plain lower layers",
-                    ));
+                let mut colons = 1;
+                while chars.peek() == Some(&':') {
+                    chars.next();
+                    colons += 1;
                 }
-                out.push(PathBuf::from(std::mem::take(&mut cur)));
+                if colons > 2 {
+                    return Err(bad("only single ':' or double '::' separators are allowed"));
+                }
+                if cur.is_empty() {
+                    return Err(bad("empty layer path"));
+                }
+                parts.push((std::mem::take(&mut cur), colons));
             }
             _ => cur.push(c),
         }
     }
     if cur.is_empty() {
-        return Err(ParamError::BadValue(
-            "lowerdir".into(),
-            "empty layer path".into(),
-        ));
+        return Err(bad(if parts.is_empty() {
+            "empty layer path"
+        } else {
+            "unescaped trailing colon"
+        }));
     }
-    out.push(PathBuf::from(cur));
-    Ok(out)
+    parts.push((cur, 0));
+    let (mut regular, mut data) = (Vec::new(), Vec::new());
+    let mut in_data = false;
+    for (path, colons_after) in parts {
+        if in_data {
+            data.push(PathBuf::from(path))
+        } else {
+            regular.push(PathBuf::from(path))
+        }
+        match colons_after {
+            2 => in_data = true,
+            1 if in_data => return Err(bad("regular lower layers cannot follow data-only layers")),
+            _ => {}
+        }
+    }
+    Ok((regular, data))
 }
 
 fn unescape(s: &str) -> String {
@@ -211,6 +238,8 @@ impl Config {
     pub fn parse<S: AsRef<str>>(option_strings: &[S]) -> Result<Config, ParamError> {
         let mut cfg = Config {
             lowers: Vec::new(),
+            data_lowers: Vec::new(),
+            metacopy: false,
             upper: None,
             work: None,
             read_only: false,
@@ -238,6 +267,26 @@ impl Config {
         }
         if !have_lower {
             return Err(ParamError::Missing("lowerdir"));
+        }
+        // As the kernel: metacopy needs redirects (a renamed metacopy file finds
+        // its data through one), and forces them on unless told otherwise.
+        if cfg.metacopy {
+            if cfg.userxattr {
+                return Err(ParamError::Conflict("userxattr,metacopy=on".into()));
+            }
+            match (redirect_explicit, cfg.redirect_dir) {
+                (_, RedirectDir::On) | (false, _) => cfg.redirect_dir = RedirectDir::On,
+                (true, r) => {
+                    let r = if r == RedirectDir::Follow {
+                        "follow"
+                    } else {
+                        "nofollow"
+                    };
+                    return Err(ParamError::Conflict(format!(
+                        "metacopy=on,redirect_dir={r}"
+                    )));
+                }
+            }
         }
         // As the kernel: userxattr cannot carry redirects (an unprivileged user
         // could point them anywhere), so it means nofollow unless told otherwise.
@@ -284,7 +333,7 @@ impl Config {
         };
         match key {
             "lowerdir" => {
-                self.lowers = split_lowerdir(&need(value)?)?;
+                (self.lowers, self.data_lowers) = split_lowerdir(&need(value)?)?;
                 *have_lower = true;
             }
             "upperdir" => self.upper = Some(PathBuf::from(unescape(&need(value)?))),
@@ -334,7 +383,19 @@ impl Config {
                     }
                 }
             }
-            "index" | "metacopy" | "nfs_export" => match need(value)?.as_str() {
+            "metacopy" => {
+                self.metacopy = match need(value)?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not on or off"),
+                        ));
+                    }
+                }
+            }
+            "index" | "nfs_export" => match need(value)?.as_str() {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
             },
@@ -429,10 +490,28 @@ mod tests {
         assert_eq!(c.redirect_dir, RedirectDir::NoFollow);
         let c = Config::parse(&["lowerdir=/a,redirect_dir=off"]).unwrap();
         assert_eq!(c.redirect_dir, RedirectDir::Follow);
+        let c = Config::parse(&["lowerdir=/a:/b::/d1::/d2"]).unwrap();
+        assert_eq!(c.lowers, vec![PathBuf::from("/a"), "/b".into()]);
+        assert_eq!(c.data_lowers, vec![PathBuf::from("/d1"), "/d2".into()]);
+        for bad in [
+            "lowerdir=/a::/d:/e",
+            "lowerdir=/a:::/d",
+            "lowerdir=/a:",
+            "lowerdir=::/d",
+        ] {
+            assert!(
+                matches!(Config::parse(&[bad]).unwrap_err(), ParamError::BadValue(..)),
+                "{bad}"
+            );
+        }
         assert!(matches!(
-            Config::parse(&["lowerdir=/a::/d"]).unwrap_err(),
-            ParamError::Unsupported(..)
+            Config::parse(&["lowerdir=/a,metacopy=on,redirect_dir=follow"]).unwrap_err(),
+            ParamError::Conflict(..)
         ));
+        let c = Config::parse(&["lowerdir=/a,redirect_dir=off,metacopy=on"]);
+        assert!(c.is_err(), "an explicit redirect_dir=off conflicts too");
+        let c = Config::parse(&["lowerdir=/a,metacopy=on"]).unwrap();
+        assert_eq!(c.redirect_dir, RedirectDir::On);
         assert_eq!(
             Config::parse(&["upperdir=/u,workdir=/w"]).unwrap_err(),
             ParamError::Missing("lowerdir")

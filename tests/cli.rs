@@ -564,7 +564,8 @@ fn refuses_unknown_and_unsupported_options() {
         ("index=on", "index"),
         ("redirect_dir=sideways", "redirect_dir"),
         ("userxattr,redirect_dir=on", "redirect_dir"),
-        ("metacopy=on", "metacopy"),
+        ("metacopy=maybe", "metacopy"),
+        ("metacopy=on,redirect_dir=follow", "metacopy"),
         ("xino=sometimes", "xino"),
         ("nfs_export=on", "nfs_export"),
         ("fsync=bogus", "fsync"),
@@ -573,9 +574,14 @@ fn refuses_unknown_and_unsupported_options() {
     ] {
         l.refused(&format!("{base},{extra}"), &[needle]);
     }
+    // A regular layer after a data-only one, and three colons, are malformed.
     l.refused(
-        &format!("lowerdir={}::{}", s(&l.lower), s(&l.lower)),
-        &["::", "lowerdir"],
+        &format!("lowerdir={}::{}:{}", s(&l.lower), s(&l.lower), s(&l.lower)),
+        &["lowerdir"],
+    );
+    l.refused(
+        &format!("lowerdir={}:::{}", s(&l.lower), s(&l.lower)),
+        &["lowerdir"],
     );
 }
 

@@ -100,9 +100,11 @@ fn env_flag(name: &str) -> bool {
 
 /// A comma-separated option list from the environment.
 fn opt_list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
+    split_opts(&std::env::var(var).unwrap_or_else(|_| default.to_string()))
+}
+
+fn split_opts(s: &str) -> Vec<String> {
+    s.split(',')
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
@@ -554,36 +556,62 @@ fn print_result(label: &str, r: &SeqResult) {
     }
 }
 
-/// The option sets both sides are mounted with: `OVLFS_DIFF_OPTS` if given,
-/// else ovlfs's default (`redirect_dir=on`) for the plain tests and the
-/// kernel's default (`redirect_dir=follow`) for the `_kernel_defaults` ones.
-fn option_set(kernel_defaults: bool) -> Option<Vec<String>> {
+/// The options both sides are mounted with: `OVLFS_DIFF_OPTS` if given (for
+/// the plain tests only), else ovlfs's defaults (`redirect_dir=on`), the
+/// kernel's (`redirect_dir=follow`, `_kernel_defaults`) or metacopy
+/// (`redirect_dir=on,metacopy=on`, `_metacopy`).
+fn option_set(set: OptionSet) -> Option<Vec<String>> {
+    let defaults = match set {
+        OptionSet::Ovlfs => "redirect_dir=on",
+        OptionSet::Kernel => "redirect_dir=follow",
+        OptionSet::Metacopy => "redirect_dir=on,metacopy=on",
+    };
     match std::env::var("OVLFS_DIFF_OPTS") {
-        Ok(_) if kernel_defaults => None,
+        Ok(_) if set != OptionSet::Ovlfs => None,
         Ok(_) => Some(opt_list("OVLFS_DIFF_OPTS", "")),
-        Err(_) if kernel_defaults => Some(vec!["redirect_dir=follow".into()]),
-        Err(_) => Some(vec!["redirect_dir=on".into()]),
+        Err(_) => Some(split_opts(defaults)),
     }
+}
+
+/// Which defaults a test runs with (unless `OVLFS_DIFF_OPTS` names one set).
+#[derive(Clone, Copy, PartialEq)]
+enum OptionSet {
+    /// ovlfs's defaults.
+    Ovlfs,
+    /// The kernel's defaults on this machine (no redirects written).
+    Kernel,
+    /// Metadata-only copy-up.
+    Metacopy,
 }
 
 #[test]
 fn scripted() {
-    scripted_with(option_set(false));
+    scripted_with(option_set(OptionSet::Ovlfs));
 }
 
 #[test]
 fn scripted_kernel_defaults() {
-    scripted_with(option_set(true));
+    scripted_with(option_set(OptionSet::Kernel));
+}
+
+#[test]
+fn scripted_metacopy() {
+    scripted_with(option_set(OptionSet::Metacopy));
 }
 
 #[test]
 fn random() {
-    random_with(option_set(false));
+    random_with(option_set(OptionSet::Ovlfs));
 }
 
 #[test]
 fn random_kernel_defaults() {
-    random_with(option_set(true));
+    random_with(option_set(OptionSet::Kernel));
+}
+
+#[test]
+fn random_metacopy() {
+    random_with(option_set(OptionSet::Metacopy));
 }
 
 fn scripted_with(opts: Option<Vec<String>>) {

@@ -18,6 +18,17 @@ use crate::sys::{self, Stat};
 /// The kernel's OVL_COPY_UP_CHUNK_SIZE.
 const CHUNK: usize = 1 << 20;
 
+/// What a copy-up brings up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CopyUp {
+    /// Metadata and data.
+    Full,
+    /// An empty regular file (an O_TRUNC open or truncate to zero follows).
+    Empty,
+    /// Metadata only (metacopy=on): data stays below.
+    Meta,
+}
+
 fn ts(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: sec,
@@ -31,15 +42,29 @@ impl Overlay {
         self.copy_up(dir)
     }
 
-    /// Make sure `node` has an upper object and return it.
+    /// Make sure `node` has an upper object with its data and return it.
     pub(super) fn copy_up(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
-        self.copy_up_with(node, true)
+        self.copy_up_with(node, CopyUp::Full)
     }
 
-    /// Copy up; `with_data: false` makes an empty regular file (for O_TRUNC opens).
-    pub(super) fn copy_up_with(&self, node: &Arc<Node>, with_data: bool) -> Result<Arc<OwnedFd>> {
+    /// Make sure `node` has an upper object; with metacopy=on a regular file
+    /// may leave its data below (attribute and xattr changes, link, rename).
+    pub(super) fn copy_up_meta(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        if self.cfg.metacopy && node.kind == libc::S_IFREG {
+            self.copy_up_with(node, CopyUp::Meta)
+        } else {
+            self.copy_up(node)
+        }
+    }
+
+    /// Copy up as `how` says; an upper metacopy file gets its data unless only
+    /// metadata is asked for.
+    pub(super) fn copy_up_with(&self, node: &Arc<Node>, how: CopyUp) -> Result<Arc<OwnedFd>> {
         self.check_writable()?;
         if let Some(u) = node.upper() {
+            if how != CopyUp::Meta && node.is_metacopy() {
+                self.copy_up_data(node)?;
+            }
             return Ok(u);
         }
         let (parent, name) = node.parent_and_name();
@@ -52,12 +77,25 @@ impl Overlay {
         }
         let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
         let st = sys::fstat(lower.fd.as_fd())?;
+        // Data comes from the data file below a lower metacopy file.
+        let data = (st.st_mode & libc::S_IFMT == libc::S_IFREG && how == CopyUp::Full)
+            .then(|| node.data_fd().ok_or(Errno::ENOENT))
+            .transpose()?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         // The copy is built without the parent's lock (it may take long) ...
         let origin =
             Self::records_origin(&st).then(|| self.origin_value(lower.layer, lower.fd.as_fd()));
-        let built = self.build_copy(lower.fd.as_fd(), &st, work.as_fd(), &tmp, with_data, origin);
+        let data_src = data.as_ref().map(|d| d.as_fd());
+        let built = self.build_copy(
+            lower.fd.as_fd(),
+            data_src,
+            &st,
+            work.as_fd(),
+            &tmp,
+            how,
+            origin,
+        );
         if let Err(e) = built {
             let _ = super::remove_tree(work.as_fd(), &tmp);
             tracing::error!(?name, %e, "copy-up failed");
@@ -96,7 +134,21 @@ impl Overlay {
         let ufd = sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let ust = sys::fstat(ufd.as_fd())?;
         let ufd = Arc::new(ufd);
-        node.state.write().unwrap().upper = Some(ufd.clone());
+        {
+            let mut state = node.state.write().unwrap();
+            state.upper = Some(ufd.clone());
+            if how == CopyUp::Meta {
+                // The data stays where it was: the lower file, or what a lower
+                // metacopy file pointed to.
+                if !state.metacopy {
+                    state.data = Some(lower.clone());
+                }
+                state.metacopy = true;
+            } else {
+                state.metacopy = false;
+                state.data = None;
+            }
+        }
         self.nodes.rekey(node, Key::new(ust.st_dev, ust.st_ino));
         if ust.st_nlink != st.st_nlink {
             self.attr_changed(node.ino);
@@ -105,13 +157,15 @@ impl Overlay {
     }
 
     /// Build a copy of `src` as `work/tmp`: the object, then xattrs, owner, mode, times.
+    #[allow(clippy::too_many_arguments)]
     fn build_copy(
         &self,
         src: BorrowedFd<'_>,
+        data: Option<BorrowedFd<'_>>,
         st: &Stat,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
-        with_data: bool,
+        how: CopyUp,
         origin: Option<Vec<u8>>,
     ) -> Result<()> {
         let perm = st.st_mode & 0o7777;
@@ -125,9 +179,14 @@ impl Overlay {
                     libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                     0o600,
                 )?;
-                if with_data {
-                    let input = sys::reopen(src, libc::O_RDONLY)?;
-                    copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                match (how, data) {
+                    (CopyUp::Full, Some(data)) => {
+                        let input = sys::reopen(data, libc::O_RDONLY)?;
+                        copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                    }
+                    // Metadata only: the right size, no blocks.
+                    (CopyUp::Meta, _) => sys::ftruncate(out.as_fd(), st.st_size as u64)?,
+                    _ => {}
                 }
                 if self.fsync_data() {
                     sys::fsync(out.as_fd(), false)?;
@@ -137,6 +196,9 @@ impl Overlay {
         }
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         self.copy_metadata(src, st, work, tmp, dst.as_fd())?;
+        if how == CopyUp::Meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            sys::setxattr(dst.as_fd(), &self.xattr.name("metacopy"), b"", 0)?;
+        }
         match origin {
             Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),
             None => Ok(()),

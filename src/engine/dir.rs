@@ -128,7 +128,8 @@ impl Overlay {
         // Copy-ups first, without any directory lock held (copy-up takes the
         // parent's lock itself for its final rename).
         if let NewObject::Link { source } = &what {
-            self.copy_up(source)?;
+            self.copy_up_meta(source)?;
+            self.set_link_redirect(source)?;
         }
         let pfd = self.upper_dir(&parent)?;
         let _g = lock(&parent);
@@ -206,6 +207,29 @@ impl Overlay {
             }
         };
         Ok((node, file))
+    }
+
+    /// A metacopy file about to get another name finds its data through an
+    /// absolute redirect from then on (the kernel's ovl_set_link_redirect).
+    fn set_link_redirect(&self, source: &Arc<Node>) -> Result<()> {
+        if !source.is_metacopy() {
+            return Ok(());
+        }
+        let up = source.upper().ok_or(Errno::EIO)?;
+        let (parent, name) = source.parent_and_name();
+        let parent = parent.ok_or(Errno::EIO)?;
+        match self.redirect_for(self.read_redirect(up.as_fd()), &parent, &name, false) {
+            Ok(Some(v)) => sys::setxattr(
+                up.as_fd(),
+                &self.xattr.name("redirect"),
+                v.as_encoded_bytes(),
+                0,
+            ),
+            Ok(None) => Ok(()),
+            // Too long: bring the data up instead; then no redirect is needed.
+            Err(e) if e == Errno::EXDEV => self.copy_up_data(source),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn mkdir(

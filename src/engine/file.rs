@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::copy_up::CopyUp;
 use super::node::Node;
 use super::{Caller, Errno, Overlay, Result};
 use crate::sys;
@@ -29,6 +30,7 @@ impl OpenFile {
     /// The real fd, switched to the upper copy if the file was copied up since.
     pub(super) fn real_fd(&self) -> Result<Arc<OwnedFd>> {
         if !self.on_upper.load(Ordering::Acquire)
+            && self.node.data_in_upper()
             && let Some(up) = self.node.upper()
         {
             let fresh = Arc::new(sys::reopen(up.as_fd(), self.flags & !libc::O_TRUNC)?);
@@ -78,14 +80,16 @@ impl Overlay {
         }
         if wants_write(flags) {
             self.check_writable()?;
-            if !node.has_upper() {
-                self.copy_up_with(&node, flags & libc::O_TRUNC == 0)?;
-            }
+            let how = if flags & libc::O_TRUNC != 0 && !node.has_upper() {
+                CopyUp::Empty
+            } else {
+                CopyUp::Full
+            };
+            self.copy_up_with(&node, how)?;
         }
-        let (fd, on_upper) = match node.upper() {
-            Some(u) => (u, true),
-            None => (node.top_fd(), false),
-        };
+        // Where the data is: the upper copy, or (read-only) a lower or metacopy data file.
+        let on_upper = node.data_in_upper();
+        let fd = node.data_fd().ok_or(Errno::ENOENT)?;
         let real = sys::reopen(fd.as_fd(), real_flags(flags))?;
         if flags & libc::O_TRUNC != 0 && caller.uid != 0 {
             // A truncating open drops set-ID bits for a caller without

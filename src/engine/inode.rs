@@ -4,6 +4,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 
+use super::copy_up::CopyUp;
 use super::node::Node;
 use super::{Caller, Errno, Overlay, Result};
 use crate::sys::{self, Stat};
@@ -55,6 +56,15 @@ impl Overlay {
         if node.is_dir() && node.is_merged() {
             stat.st_nlink = 1;
         }
+        // A metacopy file occupies its data file's blocks, as the kernel reports.
+        if node.is_metacopy() {
+            stat.st_blocks = match node.data_fd() {
+                Some(d) => sys::fstat(d.as_fd())?.st_blocks,
+                None => {
+                    (stat.st_size + stat.st_blksize - 1) / stat.st_blksize * stat.st_blksize / 512
+                }
+            };
+        }
         Ok(Attr {
             ino: node.ino,
             stat,
@@ -73,12 +83,13 @@ impl Overlay {
         // (from the lower's), so the times must change as the truncate would.
         let mut emptied = false;
         let upper = match node.upper() {
-            Some(u) => u,
             None if set.size == Some(0) && !node.is_dir() => {
                 emptied = node.stat()?.st_size != 0;
-                self.copy_up_with(&node, false)?
+                self.copy_up_with(&node, CopyUp::Empty)?
             }
-            None => self.copy_up(&node)?,
+            // A size change needs the data; other attributes only metadata.
+            _ if set.size.is_some() => self.copy_up(&node)?,
+            _ => self.copy_up_meta(&node)?,
         };
         let fd = upper.as_fd();
         if emptied {
@@ -156,7 +167,7 @@ impl Overlay {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let node = self.node(ino)?;
         self.check_writable()?;
-        let upper = self.copy_up(&node)?;
+        let upper = self.copy_up_meta(&node)?;
         sys::setxattr(upper.as_fd(), &self.xattr.to_real(name), value, flags)
     }
 
@@ -168,7 +179,7 @@ impl Overlay {
         if !node.has_upper() {
             sys::getxattr(node.top_fd().as_fd(), &real)?;
         }
-        let upper = self.copy_up(&node)?;
+        let upper = self.copy_up_meta(&node)?;
         sys::removexattr(upper.as_fd(), &real)
     }
 }

@@ -59,6 +59,8 @@ pub enum SetupError {
 
 pub(super) struct Setup {
     pub lowers: Vec<Layer>,
+    /// Data-only lower layers (after `::`).
+    pub data_lowers: Vec<Layer>,
     pub upper: Option<Layer>,
     pub work: Option<OwnedFd>,
     /// The workdir itself, held for its in-use lock.
@@ -114,10 +116,16 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
         .iter()
         .map(|p| open_dir(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let data_lowers = cfg
+        .data_lowers
+        .iter()
+        .map(|p| open_dir(p))
+        .collect::<Result<Vec<_>, _>>()?;
     check_overlap(cfg)?;
     let (Some(upper_path), Some(work_path)) = (&cfg.upper, &cfg.work) else {
         return Ok(Setup {
             lowers,
+            data_lowers,
             upper: None,
             work: None,
             workdir: None,
@@ -135,6 +143,7 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
         // A read-only mount with an upper layer: the upper is just the top layer.
         return Ok(Setup {
             lowers,
+            data_lowers,
             upper: Some(upper),
             work: None,
             workdir: None,
@@ -146,6 +155,7 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
     probe_xattrs(&workdir, cfg)?;
     Ok(Setup {
         lowers,
+        data_lowers,
         upper: Some(upper),
         work: Some(work),
         workdir: Some(workdir),

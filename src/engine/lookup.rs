@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use super::layer::Setup;
+use super::metacopy::DataSearch;
 use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO};
 use super::{Errno, Overlay, Result};
 use crate::format::whiteout::{self, WH_OPAQUE, WH_PREFIX};
@@ -40,11 +41,14 @@ pub struct Resolved {
     pub redirect: Option<OsString>,
     /// A lower directory's redirect was followed.
     pub followed_redirect: bool,
+    /// The top object is a metacopy file; its data is `data` (None: missing).
+    pub metacopy: bool,
+    pub data: Option<(usize, OwnedFd, Stat)>,
 }
 
 /// What the lower layers are searched for.
 #[derive(Clone)]
-enum Below {
+pub(super) enum Below {
     /// This name in the parent's lower directories.
     Name(OsString),
     /// This path from each lower layer's root (an absolute redirect).
@@ -54,7 +58,7 @@ enum Below {
 impl Below {
     /// Where a redirect leads: a relative one replaces the last component, an
     /// absolute one starts again from the layer roots.
-    fn redirected(self, v: &OsStr) -> Below {
+    pub(super) fn redirected(self, v: &OsStr) -> Below {
         let b = v.as_bytes();
         if b.first() == Some(&b'/') {
             let comps: Vec<OsString> = b
@@ -80,13 +84,13 @@ impl Below {
 }
 
 /// A directory of a lower layer: one a node holds, or one walked to for a path.
-enum LayerDir {
+pub(super) enum LayerDir {
     Held(Arc<OwnedFd>),
     Walked(OwnedFd),
 }
 
 impl LayerDir {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             LayerDir::Held(fd) => fd.as_fd(),
             LayerDir::Walked(fd) => fd.as_fd(),
@@ -95,7 +99,7 @@ impl LayerDir {
 }
 
 /// Walk directories from `root` without following symlinks.
-fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Option<OwnedFd> {
+pub(super) fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Option<OwnedFd> {
     let mut cur = sys::openat(root, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
     for c in comps {
         cur = sys::openat(
@@ -171,7 +175,7 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd> {
 }
 
 /// Open and stat `dir/name`; `None` if it does not exist.
-fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd, Stat)>> {
+pub(super) fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd, Stat)>> {
     match open_path(dir, name) {
         Ok(fd) => {
             let st = sys::fstat(fd.as_fd())?;
@@ -252,6 +256,17 @@ impl Overlay {
             && !is_dir(st)
         {
             r.origin = self.decode_origin(fd.as_fd(), st);
+            if self.is_metacopy_file(fd.as_fd(), st)? {
+                r.metacopy = true;
+                if let Some(v) = self.read_redirect(fd.as_fd()) {
+                    below = below.redirected(&v);
+                    r.redirect = Some(v);
+                }
+                r.data = match self.find_data(&plowers, below.clone(), 0)? {
+                    DataSearch::Found(l, fd, st) => Some((l, fd, st)),
+                    DataSearch::Missing => None,
+                };
+            }
         }
         if !descend {
             if probe_below && !r.upper_whiteout {
@@ -326,6 +341,18 @@ impl Overlay {
                     }
                 } else {
                     if r.upper.is_none() && r.lowers.is_empty() {
+                        // A lower metacopy file: metadata here, data further down.
+                        if self.is_metacopy_file(fd.as_fd(), &st)? {
+                            r.metacopy = true;
+                            let next = match self.read_redirect(fd.as_fd()) {
+                                Some(v) => below.clone().redirected(&v),
+                                None => below.clone(),
+                            };
+                            r.data = match self.find_data(plowers, next, layer + 1)? {
+                                DataSearch::Found(l, fd, st) => Some((l, fd, st)),
+                                DataSearch::Missing => None,
+                            };
+                        }
                         r.lowers.push((layer, fd, st));
                     }
                     break;
@@ -418,6 +445,8 @@ impl Overlay {
                         lowers: Vec::new(),
                         opaque: false,
                         impure: false,
+                        metacopy: false,
+                        data: None,
                     },
                     key,
                 )
@@ -434,6 +463,11 @@ impl Overlay {
         {
             st.upper = Some(Arc::new(fd));
         }
+        st.metacopy = r.metacopy;
+        st.data = r.data.map(|(layer, fd, _)| LowerEntry {
+            layer,
+            fd: Arc::new(fd),
+        });
         st.lowers = r
             .lowers
             .into_iter()
@@ -477,6 +511,8 @@ pub(super) fn root_node(setup: &Setup) -> Result<Node> {
             lowers,
             opaque: false,
             impure: false,
+            metacopy: false,
+            data: None,
         },
         Key::new(st.st_dev, st.st_ino),
     ))

@@ -12,6 +12,7 @@ mod file;
 mod inode;
 mod layer;
 mod lookup;
+mod metacopy;
 mod node;
 mod origin;
 mod readdir;
@@ -61,6 +62,8 @@ pub struct Overlay {
     xattr: XattrNames,
     /// Lower layers, topmost first.
     lowers: Vec<Layer>,
+    /// Data-only lower layers: only metacopy redirects lead there.
+    data_layers: Vec<Layer>,
     upper: Option<Layer>,
     /// `W/work`: scratch space for atomic copy-up, whiteouts and removal.
     work: Option<OwnedFd>,
@@ -104,6 +107,7 @@ impl Overlay {
             cfg,
             xattr,
             lowers: setup.lowers,
+            data_layers: setup.data_lowers,
             upper: setup.upper,
             work: setup.work,
             _workdir: setup.workdir,

@@ -37,6 +37,12 @@ pub struct NodeState {
     pub opaque: bool,
     /// The upper directory is known to carry the impure mark.
     pub impure: bool,
+    /// The top object (upper, or a lower metacopy file) holds metadata only:
+    /// the data is in `data`, found below (metacopy).
+    pub metacopy: bool,
+    /// Where a metacopy file's data is; `None` where it could not be found
+    /// (a data-only layer without it: open fails with ENOENT).
+    pub data: Option<LowerEntry>,
 }
 
 pub struct Node {
@@ -101,6 +107,29 @@ impl Node {
             Some(u) => u.clone(),
             None => st.lowers[0].fd.clone(),
         }
+    }
+
+    /// The fd holding this file's data: the top object's, or for metacopy the
+    /// data file's below. `None`: a metacopy file whose data is missing.
+    pub fn data_fd(&self) -> Option<Arc<OwnedFd>> {
+        let st = self.state.read().unwrap();
+        if st.metacopy {
+            return st.data.as_ref().map(|d| d.fd.clone());
+        }
+        Some(match &st.upper {
+            Some(u) => u.clone(),
+            None => st.lowers[0].fd.clone(),
+        })
+    }
+
+    /// The upper object exists and holds the data too.
+    pub fn data_in_upper(&self) -> bool {
+        let st = self.state.read().unwrap();
+        st.upper.is_some() && !st.metacopy
+    }
+
+    pub fn is_metacopy(&self) -> bool {
+        self.state.read().unwrap().metacopy
     }
 
     pub fn lowers(&self) -> Vec<LowerEntry> {

@@ -62,11 +62,11 @@ impl Overlay {
         if plan.same {
             return Ok(());
         }
-        self.copy_up(plan.src.node.as_ref().ok_or(Errno::ENOENT)?)?;
+        self.copy_up_meta(plan.src.node.as_ref().ok_or(Errno::ENOENT)?)?;
         let ofd = self.upper_dir(&op)?;
         let nfd = self.upper_dir(&np)?;
         if exchange {
-            self.copy_up(plan.dst.node.as_ref().ok_or(Errno::ENOENT)?)?;
+            self.copy_up_meta(plan.dst.node.as_ref().ok_or(Errno::ENOENT)?)?;
         }
 
         let _g = lock_pair(&op, &np);
@@ -101,11 +101,15 @@ impl Overlay {
         // the move, so no state in between shows anything else.
         if src_dir {
             self.before_dir_move(&src_node, &src.r, &op, old_name, &np, samedir)?;
+        } else if src_node.is_metacopy() {
+            self.before_metacopy_move(&src_node, &src.r, &op, old_name, samedir)?;
         }
         if exchange {
             let dst_node = dst.node.clone().ok_or(Errno::ENOENT)?;
             if dst_dir {
                 self.before_dir_move(&dst_node, &dst.r, &np, new_name, &op, samedir)?;
+            } else if dst_node.is_metacopy() {
+                self.before_metacopy_move(&dst_node, &dst.r, &np, new_name, samedir)?;
             }
             sys::renameat2(
                 ofd.as_fd(),
@@ -234,7 +238,7 @@ impl Overlay {
             }
             return Ok(());
         }
-        let value = match self.redirect_for(r, from, name, samedir) {
+        let value = match self.redirect_for(r.redirect.clone(), from, name, samedir) {
             Ok(Some(v)) => v,
             Ok(None) => return Ok(()),
             // Too long for the kernel to follow: instead of failing as the kernel
@@ -252,18 +256,44 @@ impl Overlay {
         .map_err(|_| Errno::EXDEV)
     }
 
-    /// The redirect a directory from below needs to move (None: keep its own).
-    /// As the kernel's ovl_get_redirect: in the same directory, its original
-    /// name; elsewhere, its absolute path in the layers, built upward from its
-    /// old place through the ancestors' redirects. Too long for the kernel: EXDEV.
-    fn redirect_for(
+    /// A metacopy file finds its data by name: moving it needs a redirect, as
+    /// a directory does; too long a one, and the data is copied up instead.
+    fn before_metacopy_move(
         &self,
+        file: &Arc<Node>,
         r: &Resolved,
         from: &Arc<Node>,
         name: &OsStr,
         samedir: bool,
+    ) -> Result<()> {
+        // A hard-linked file's other names cannot share a relative redirect:
+        // the kernel writes an absolute one even in place.
+        let linked = file
+            .data_fd()
+            .and_then(|d| sys::fstat(d.as_fd()).ok())
+            .is_some_and(|st| st.st_nlink > 1);
+        match self.redirect_for(r.redirect.clone(), from, name, samedir && !linked) {
+            Ok(Some(v)) => {
+                let up = file.upper().ok_or(Errno::EIO)?;
+                sys::setxattr(up.as_fd(), &self.xattr.name("redirect"), v.as_bytes(), 0)
+            }
+            Ok(None) => Ok(()),
+            Err(e) if e == Errno::EXDEV => self.copy_up_data(file),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The redirect a directory from below needs to move (None: keep its own).
+    /// As the kernel's ovl_get_redirect: in the same directory, its original
+    /// name; elsewhere, its absolute path in the layers, built upward from its
+    /// old place through the ancestors' redirects. Too long for the kernel: EXDEV.
+    pub(super) fn redirect_for(
+        &self,
+        own: Option<OsString>,
+        from: &Arc<Node>,
+        name: &OsStr,
+        samedir: bool,
     ) -> Result<Option<OsString>> {
-        let own = r.redirect.clone();
         match &own {
             Some(v) if v.as_bytes().starts_with(b"/") => return Ok(None),
             Some(_) if samedir => return Ok(None),

@@ -488,12 +488,25 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
     }
 }
 
-/// Raise the open-file limit to its hard maximum: nodes hold O_PATH fds.
+/// Raise the open-file limit as far as allowed: nodes hold O_PATH fds (one or
+/// two per inode the kernel caches). Root may raise the hard limit too, up to
+/// the system's nr_open.
 pub fn raise_nofile_limit() {
+    let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        let want = libc::rlimit {
+            rlim_cur: nr_open,
+            rlim_max: nr_open.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }

@@ -230,11 +230,17 @@ pub fn overlay_options(
     work: Option<&Path>,
     extra_opts: &[&str],
 ) -> Result<String, String> {
-    if lowers.is_empty() {
+    // An explicit `lowerdir=` among the extra options (data-only layers) replaces the list.
+    let explicit = extra_opts.iter().any(|o| o.starts_with("lowerdir="));
+    if lowers.is_empty() && !explicit {
         return Err("at least one lower layer is needed".into());
     }
     let lowers: Result<Vec<String>, String> = lowers.iter().map(|p| opt_path(p)).collect();
-    let mut opts = format!("lowerdir={}", lowers?.join(":"));
+    let mut opts = if explicit {
+        String::new()
+    } else {
+        format!("lowerdir={}", lowers?.join(":"))
+    };
     match (upper, work) {
         (Some(u), Some(w)) => {
             opts += &format!(",upperdir={},workdir={}", opt_path(u)?, opt_path(w)?)
@@ -243,7 +249,9 @@ pub fn overlay_options(
         _ => return Err("upperdir and workdir go together".into()),
     }
     for e in extra_opts {
-        opts.push(',');
+        if !opts.is_empty() {
+            opts.push(',');
+        }
         opts.push_str(e);
     }
     Ok(opts)

@@ -1,0 +1,139 @@
+//! Metacopy: regular files whose upper (or top lower) copy holds metadata
+//! only, their data still below (docs/format.md §8, §10).
+//!
+//! With `metacopy=on`, chmod, chown, utimes, xattr changes, link and rename
+//! copy a lower file up without its data: an empty sparse file of the right
+//! size carrying an empty `metacopy` xattr (and origin). Reads go to the data
+//! file below, found by name or by the file's redirect, through intermediate
+//! metacopy files and, for absolute redirects, the data-only layers. The data
+//! is copied in place on the first open for write or truncate, then the
+//! xattr is removed.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use super::lookup::{Below, LayerDir, probe, walk_dirs};
+use super::node::{LowerEntry, Node};
+use super::{Errno, Overlay, Result};
+use crate::format::whiteout;
+use crate::sys::{self, Stat};
+
+/// Where a metacopy file's data turned out to be.
+pub(super) enum DataSearch {
+    Found(usize, OwnedFd, Stat),
+    /// Not in any layer, but an absolute redirect could have led to a data-only
+    /// layer: the kernel looks lazily and fails the open with ENOENT.
+    Missing,
+}
+
+impl Overlay {
+    /// Whether a regular file carries the metacopy mark. Meeting one without
+    /// `metacopy=on` is refused, as the kernel does (EPERM).
+    pub(super) fn is_metacopy_file(&self, fd: BorrowedFd<'_>, st: &Stat) -> Result<bool> {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
+        match sys::getxattr(fd, &self.xattr.name("metacopy")) {
+            Ok(v) if (1..4).contains(&v.len()) => {
+                tracing::warn!("metacopy file has too small xattr");
+                Err(Errno::EIO)
+            }
+            Ok(_) if !self.cfg.metacopy => {
+                tracing::warn!("refusing to follow metacopy origin (mount without metacopy=on)");
+                Err(Errno::EPERM)
+            }
+            Ok(_) => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Search the lower layers from `start` for the data of a metacopy file:
+    /// the first regular file that is not metacopy itself, following redirects.
+    pub(super) fn find_data(
+        &self,
+        plowers: &[LowerEntry],
+        mut below: Below,
+        start: usize,
+    ) -> Result<DataSearch> {
+        for layer in start..self.lowers.len() {
+            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &below) else {
+                continue;
+            };
+            let Some((fd, st)) = probe(dir.as_fd(), &leaf)? else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG || whiteout::is_whiteout_stat(&st) {
+                break;
+            }
+            if !self.is_metacopy_file(fd.as_fd(), &st)? {
+                return Ok(DataSearch::Found(layer, fd, st));
+            }
+            if let Some(v) = self.read_redirect(fd.as_fd()) {
+                below = below.redirected(&v);
+            }
+        }
+        // Data-only layers are reached by absolute redirects alone.
+        if let Below::Path(comps) = &below
+            && !self.data_layers.is_empty()
+        {
+            for (i, l) in self.data_layers.iter().enumerate() {
+                let Some(dir) = walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1]) else {
+                    continue;
+                };
+                if let Some((fd, st)) = probe(dir.as_fd(), &comps[comps.len() - 1])?
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                {
+                    return Ok(DataSearch::Found(self.lowers.len() + i, fd, st));
+                }
+            }
+            return Ok(DataSearch::Missing);
+        }
+        tracing::warn!("metacopy with no lower data found");
+        Err(Errno::EIO)
+    }
+
+    /// The directory of layer `layer` in which `below` is looked up, and the name.
+    pub(super) fn layer_dir(
+        &self,
+        layer: usize,
+        plowers: &[LowerEntry],
+        below: &Below,
+    ) -> Option<(LayerDir, std::ffi::OsString)> {
+        match below {
+            Below::Name(n) => plowers
+                .iter()
+                .find(|e| e.layer == layer)
+                .map(|e| (LayerDir::Held(e.fd.clone()), n.clone())),
+            Below::Path(comps) => {
+                walk_dirs(self.lowers[layer].root.as_fd(), &comps[..comps.len() - 1])
+                    .map(|fd| (LayerDir::Walked(fd), comps[comps.len() - 1].clone()))
+            }
+        }
+    }
+
+    /// Bring a metacopy upper file's data up, in place, then drop the mark. An
+    /// interruption leaves the mark, so the data below stays the one read.
+    pub(super) fn copy_up_data(&self, node: &Arc<Node>) -> Result<()> {
+        let _guard = node.copy_up_lock.lock().unwrap();
+        if !node.is_metacopy() {
+            return Ok(());
+        }
+        let upper = node.upper().ok_or(Errno::EIO)?;
+        let data = node.data_fd().ok_or(Errno::ENOENT)?;
+        let size = sys::fstat(upper.as_fd())?.st_size as u64;
+        let input = sys::reopen(data.as_fd(), libc::O_RDONLY)?;
+        let out = sys::reopen(upper.as_fd(), libc::O_WRONLY)?;
+        super::copy_up::copy_data(input.as_fd(), out.as_fd(), size)?;
+        if self.fsync_data() {
+            sys::fsync(out.as_fd(), false)?;
+        }
+        sys::removexattr(upper.as_fd(), &self.xattr.name("metacopy"))?;
+        {
+            let mut st = node.state.write().unwrap();
+            st.metacopy = false;
+            st.data = None;
+        }
+        self.attr_changed(node.ino);
+        Ok(())
+    }
+}
