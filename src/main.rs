@@ -48,7 +48,7 @@ same across copy-up and remount.
 A move whose redirect would exceed 256 bytes copies the directory tree up instead.
 
 NOT SUPPORTED YET: index, nfs_export, verity, POSIX ACL enforcement, running as an
-ordinary user; walks over more inodes than the open-file limit fail with EMFILE.
+ordinary user.
 
 EXAMPLES:
   ovlfs -o lowerdir=/l1:/l2,upperdir=/u,workdir=/w /mnt

@@ -78,7 +78,8 @@ const REGRESSION_SEEDS: &[u64] = &[20, 28, 49, 182, 240];
 /// 289: open(O_TRUNC) by a non-root caller kept set-ID bits.
 /// 325, 346, 395: truncate to the same size touched mtime; zero-size copy-up.
 /// 367: rmdir of a moved (redirected) directory left a whiteout at its new name.
-const REGRESSION_SEEDS_V2: &[u64] = &[134, 289, 325, 346, 367, 395];
+/// 54, 175: fstat of a file unlinked while open (leaf nodes found by name).
+const REGRESSION_SEEDS_V2: &[u64] = &[54, 134, 175, 289, 325, 346, 367, 395];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Impl {

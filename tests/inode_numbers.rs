@@ -327,3 +327,30 @@ fn xino_numbers_match_the_kernel_across_filesystems() {
         "the lower filesystem got an id"
     );
 }
+
+#[test]
+fn a_walk_over_more_inodes_than_open_files_allowed() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let l = Layers::new(&s, "walk");
+    // More files than the usual open-file limit (20,000 here): leaves must not
+    // each pin a file descriptor in the daemon.
+    for d in 0..60 {
+        let dir = l.lower.join(format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..500 {
+            fs::write(dir.join(format!("f{f}")), b"").unwrap();
+        }
+    }
+    l.ovlfs();
+    let seen = inos(&l.mnt);
+    assert_eq!(seen.len(), 30_000, "every file stat-ed through the mount");
+    // And changed: copy-ups hold no descriptors either.
+    for (i, p) in seen.keys().enumerate().filter(|(i, _)| i % 3 == 0) {
+        std::os::unix::fs::chown(l.mnt.join(p), Some(1000 + (i % 7) as u32), None).unwrap();
+    }
+    assert_eq!(inos(&l.mnt), seen, "inode numbers unchanged");
+    l.umount();
+}

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::node::{Key, Node};
+use super::node::{Key, Node, RealRef};
 use super::{Errno, Overlay, Result};
 use crate::params::FsyncMode;
 use crate::sys::{self, Stat};
@@ -61,7 +61,7 @@ impl Overlay {
     /// metadata is asked for.
     pub(super) fn copy_up_with(&self, node: &Arc<Node>, how: CopyUp) -> Result<Arc<OwnedFd>> {
         self.check_writable()?;
-        if let Some(u) = node.upper() {
+        if let Some(u) = node.upper()? {
             if how != CopyUp::Meta && node.is_metacopy() {
                 self.copy_up_data(node)?;
             }
@@ -72,23 +72,24 @@ impl Overlay {
         let parent = parent.ok_or(Errno::EIO)?;
         let pfd = self.copy_up(&parent)?;
         let _guard = node.copy_up_lock.lock().unwrap();
-        if let Some(u) = node.upper() {
+        if let Some(u) = node.upper()? {
             return Ok(u);
         }
         let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
-        let st = sys::fstat(lower.fd.as_fd())?;
+        let lower_fd = lower.fd()?;
+        let st = sys::fstat(lower_fd.as_fd())?;
         // Data comes from the data file below a lower metacopy file.
         let data = (st.st_mode & libc::S_IFMT == libc::S_IFREG && how == CopyUp::Full)
-            .then(|| node.data_fd().ok_or(Errno::ENOENT))
+            .then(|| node.data_fd()?.ok_or(Errno::ENOENT))
             .transpose()?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         // The copy is built without the parent's lock (it may take long) ...
         let origin =
-            Self::records_origin(&st).then(|| self.origin_value(lower.layer, lower.fd.as_fd()));
+            Self::records_origin(&st).then(|| self.origin_value(lower.layer, lower_fd.as_fd()));
         let data_src = data.as_ref().map(|d| d.as_fd());
         let built = self.build_copy(
-            lower.fd.as_fd(),
+            lower_fd.as_fd(),
             data_src,
             &st,
             work.as_fd(),
@@ -136,7 +137,16 @@ impl Overlay {
         let ufd = Arc::new(ufd);
         {
             let mut state = node.state.write().unwrap();
-            state.upper = Some(ufd.clone());
+            // A leaf refers to its upper copy by name in the held parent.
+            state.upper = Some(match node.is_dir() {
+                true => RealRef::Open(ufd.clone()),
+                false => RealRef::At {
+                    dir: pfd.clone(),
+                    name: name.clone(),
+                    dev: ust.st_dev,
+                    ino: ust.st_ino,
+                },
+            });
             if how == CopyUp::Meta {
                 // The data stays where it was: the lower file, or what a lower
                 // metacopy file pointed to.

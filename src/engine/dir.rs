@@ -89,7 +89,7 @@ impl Overlay {
             NewObject::Node { rdev } => sys::mknodat(dir, name, mode, *rdev)?,
             NewObject::Symlink { target } => sys::symlinkat(target, dir, name)?,
             NewObject::Link { source } => {
-                let up = source.upper().ok_or(Errno::EIO)?;
+                let up = source.upper()?.ok_or(Errno::EIO)?;
                 return sys::link_fd(up.as_fd(), dir, name).map(|()| None);
             }
         }
@@ -141,7 +141,7 @@ impl Overlay {
         // A new name for an object with an origin: the directory now holds an
         // entry whose inode number is not its own.
         if let NewObject::Link { source } = &what
-            && let Some(up) = source.upper()
+            && let Some(up) = source.upper()?
             && sys::getxattr(up.as_fd(), &self.xattr.name("origin")).is_ok()
         {
             self.set_impure(&parent, pfd.as_fd())?;
@@ -215,7 +215,7 @@ impl Overlay {
         if !source.is_metacopy() {
             return Ok(());
         }
-        let up = source.upper().ok_or(Errno::EIO)?;
+        let up = source.upper()?.ok_or(Errno::EIO)?;
         let (parent, name) = source.parent_and_name();
         let parent = parent.ok_or(Errno::EIO)?;
         match self.redirect_for(self.read_redirect(up.as_fd()), &parent, &name, false) {
@@ -335,13 +335,18 @@ impl Overlay {
 
     /// After an object lost a name: if it is gone for good, stop finding its node by number.
     pub(super) fn forget_if_gone(&self, victim: Option<Arc<Node>>) {
-        if let Some(v) = victim
-            && let Some(up) = v.upper()
-            && sys::fstat(up.as_fd())
-                .map(|s| s.st_nlink == 0)
-                .unwrap_or(true)
-        {
-            self.nodes.unkey(&v);
+        if let Some(v) = victim {
+            let gone = match v.upper() {
+                Ok(Some(up)) => sys::fstat(up.as_fd())
+                    .map(|s| s.st_nlink == 0)
+                    .unwrap_or(true),
+                Ok(None) => false,
+                // Its name no longer leads to it.
+                Err(_) => true,
+            };
+            if gone {
+                self.nodes.unkey(&v);
+            }
         }
     }
 
@@ -387,6 +392,7 @@ impl Overlay {
         let pfd = self.upper_dir(&parent)?;
         let _g = lock(&parent);
         let (r, victim) = self.check_remove(&parent, name, dir)?;
+        victim.pin_upper();
         self.remove_entry(&pfd, name, &r, dir)?;
         if dir {
             self.nodes.unkey(&victim);
@@ -405,7 +411,7 @@ impl Overlay {
     }
 
     pub(super) fn set_opaque(&self, dir: &Node) -> Result<()> {
-        let up = dir.upper().ok_or(Errno::EIO)?;
+        let up = dir.upper()?.ok_or(Errno::EIO)?;
         sys::setxattr(up.as_fd(), &self.xattr.opaque(), b"y", 0)?;
         dir.state.write().unwrap().opaque = true;
         Ok(())

@@ -31,7 +31,7 @@ impl OpenFile {
     pub(super) fn real_fd(&self) -> Result<Arc<OwnedFd>> {
         if !self.on_upper.load(Ordering::Acquire)
             && self.node.data_in_upper()
-            && let Some(up) = self.node.upper()
+            && let Some(up) = self.node.upper()?
         {
             let fresh = Arc::new(sys::reopen(up.as_fd(), self.flags & !libc::O_TRUNC)?);
             *self.fd.write().unwrap() = fresh;
@@ -89,7 +89,7 @@ impl Overlay {
         }
         // Where the data is: the upper copy, or (read-only) a lower or metacopy data file.
         let on_upper = node.data_in_upper();
-        let fd = node.data_fd().ok_or(Errno::ENOENT)?;
+        let fd = node.data_fd()?.ok_or(Errno::ENOENT)?;
         let real = sys::reopen(fd.as_fd(), real_flags(flags))?;
         if flags & libc::O_TRUNC != 0 && caller.uid != 0 {
             // A truncating open drops set-ID bits for a caller without

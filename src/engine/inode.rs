@@ -58,7 +58,7 @@ impl Overlay {
         }
         // A metacopy file occupies its data file's blocks, as the kernel reports.
         if node.is_metacopy() {
-            stat.st_blocks = match node.data_fd() {
+            stat.st_blocks = match node.data_fd()? {
                 Some(d) => sys::fstat(d.as_fd())?.st_blocks,
                 None => {
                     (stat.st_size + stat.st_blksize - 1) / stat.st_blksize * stat.st_blksize / 512
@@ -76,20 +76,44 @@ impl Overlay {
         self.attr_of(&node)
     }
 
+    /// getattr through an open file (fstat): the open file's own fd answers,
+    /// so a file unlinked while open still has its attributes.
+    pub fn getattr_fh(&self, ino: u64, fh: u64) -> Result<Attr> {
+        let node = self.node(ino)?;
+        match self.files.get(fh) {
+            Some(f) if f.node.ino == ino && node.data_in_upper() => Ok(Attr {
+                ino,
+                stat: sys::fstat(f.real_fd()?.as_fd())?,
+            }),
+            _ => self.attr_of(&node),
+        }
+    }
+
     pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr> {
         let node = self.node(ino)?;
         self.check_writable()?;
         // Truncating to zero needs no data copied up; the size still changes
         // (from the lower's), so the times must change as the truncate would.
         let mut emptied = false;
-        let upper = match node.upper() {
-            None if set.size == Some(0) && !node.is_dir() => {
-                emptied = node.stat()?.st_size != 0;
-                self.copy_up_with(&node, CopyUp::Empty)?
-            }
-            // A size change needs the data; other attributes only metadata.
-            _ if set.size.is_some() => self.copy_up(&node)?,
-            _ => self.copy_up_meta(&node)?,
+        // Through an open file on the upper layer (fchmod, ftruncate, ...): act
+        // on it, which also works once its name is gone.
+        let open_upper = set
+            .fh
+            .and_then(|fh| self.files.get(fh))
+            .filter(|f| f.node.ino == ino && node.data_in_upper())
+            .map(|f| f.real_fd())
+            .transpose()?;
+        let upper = match open_upper {
+            Some(fd) => fd,
+            None => match node.upper()? {
+                None if set.size == Some(0) && !node.is_dir() => {
+                    emptied = node.stat()?.st_size != 0;
+                    self.copy_up_with(&node, CopyUp::Empty)?
+                }
+                // A size change needs the data; other attributes only metadata.
+                _ if set.size.is_some() => self.copy_up(&node)?,
+                _ => self.copy_up_meta(&node)?,
+            },
         };
         let fd = upper.as_fd();
         if emptied {
@@ -129,7 +153,7 @@ impl Overlay {
         if node.kind != libc::S_IFLNK {
             return Err(Errno::EINVAL);
         }
-        sys::readlink_fd(node.top_fd().as_fd())
+        sys::readlink_fd(node.top_fd()?.as_fd())
     }
 
     /// statfs of the upper filesystem (of the top lower without one); the name
@@ -149,14 +173,14 @@ impl Overlay {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
-        sys::getxattr(node.top_fd().as_fd(), &self.xattr.to_real(name))
+        sys::getxattr(node.top_fd()?.as_fd(), &self.xattr.to_real(name))
     }
 
     /// Names of the xattrs; trusted.* only for root (CAP_SYS_ADMIN), as
     /// filesystems list them.
     pub fn listxattr(&self, ino: u64, caller: &Caller) -> Result<Vec<OsString>> {
         let node = self.node(ino)?;
-        let names = sys::listxattr(node.top_fd().as_fd())?;
+        let names = sys::listxattr(node.top_fd()?.as_fd())?;
         Ok(names
             .iter()
             .filter_map(|n| self.xattr.to_user(n))
@@ -177,7 +201,7 @@ impl Overlay {
         let real = self.xattr.to_real(name);
         // Nothing to remove: fail without copying up, as the kernel does.
         if !node.has_upper() {
-            sys::getxattr(node.top_fd().as_fd(), &real)?;
+            sys::getxattr(node.top_fd()?.as_fd(), &real)?;
         }
         let upper = self.copy_up_meta(&node)?;
         sys::removexattr(upper.as_fd(), &real)

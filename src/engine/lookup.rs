@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::layer::Setup;
 use super::metacopy::DataSearch;
-use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO};
+use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO, RealRef};
 use super::{Errno, Overlay, Result};
 use crate::format::whiteout::{self, WH_OPAQUE, WH_PREFIX};
 use crate::format::xattr::XattrNames;
@@ -44,6 +44,10 @@ pub struct Resolved {
     /// The top object is a metacopy file; its data is `data` (None: missing).
     pub metacopy: bool,
     pub data: Option<(usize, OwnedFd, Stat)>,
+    /// The held directories the objects were found in by this very name
+    /// (leaf nodes refer to them instead of holding fds of their own).
+    pub upper_dir: Option<Arc<OwnedFd>>,
+    pub lower_dirs: Vec<Option<Arc<OwnedFd>>>,
 }
 
 /// What the lower layers are searched for.
@@ -229,7 +233,11 @@ impl Overlay {
             let st = parent.state.read().unwrap();
             (st.upper.clone(), st.lowers.clone())
         };
-        let mut r = Resolved::default();
+        let pupper = pupper.map(|u| u.open()).transpose()?;
+        let mut r = Resolved {
+            upper_dir: pupper.clone(),
+            ..Resolved::default()
+        };
         let mut descend = true;
         let mut below = Below::Name(name.to_os_string());
         if let Some(pu) = &pupper
@@ -303,13 +311,18 @@ impl Overlay {
         for (layer, l) in self.lowers.iter().enumerate() {
             let (dir, leaf) = match &below {
                 Below::Name(n) => match plowers.iter().find(|e| e.layer == layer) {
-                    Some(e) => (LayerDir::Held(e.fd.clone()), n.clone()),
+                    Some(e) => (LayerDir::Held(e.fd()?), n.clone()),
                     None => continue,
                 },
                 Below::Path(comps) => match walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1]) {
                     Some(fd) => (LayerDir::Walked(fd), comps[comps.len() - 1].clone()),
                     None => continue,
                 },
+            };
+            // Found under its own name in a held directory: a leaf can refer to it there.
+            let by_name = match (&dir, &below) {
+                (LayerDir::Held(d), Below::Name(n)) if n.as_os_str() == leaf => Some(d.clone()),
+                _ => None,
             };
             let dir = dir.as_fd();
             if let Some((fd, st)) = probe(dir, &leaf)?
@@ -336,6 +349,7 @@ impl Overlay {
                         r.followed_redirect = true;
                     }
                     r.lowers.push((layer, fd, st));
+                    r.lower_dirs.push(by_name.clone());
                     if opaque {
                         break;
                     }
@@ -354,6 +368,7 @@ impl Overlay {
                             };
                         }
                         r.lowers.push((layer, fd, st));
+                        r.lower_dirs.push(by_name.clone());
                     }
                     break;
                 }
@@ -382,7 +397,8 @@ impl Overlay {
             return false;
         }
         for lower in plowers {
-            let dir = lower.fd.as_fd();
+            let Ok(dir) = lower.fd() else { continue };
+            let dir = dir.as_fd();
             if let Ok(st) = sys::fstatat(dir, name) {
                 return !whiteout::is_whiteout_stat(&st);
             }
@@ -419,17 +435,12 @@ impl Overlay {
                 }
                 // Same object only if the upper side agrees: a copied-up node must not
                 // answer for another name of its old lower inode.
-                match (&upper_id, n.upper()) {
-                    (Some(id), Some(fd)) => sys::fstat(fd.as_fd())
-                        .map(|s| (s.st_dev, s.st_ino) == *id)
-                        .unwrap_or(false),
-                    (None, None) => {
+                match (&upper_id, n.has_upper()) {
+                    (Some(id), true) => n.upper_id() == Some(*id),
+                    (None, false) => {
                         top_lower.is_some()
-                            && n.lowers()
-                                .first()
-                                .and_then(|l| sys::fstat(l.fd.as_fd()).ok())
-                                .map(|s| Some((s.st_dev, s.st_ino)) == top_lower)
-                                .unwrap_or(false)
+                            && n.lowers().first().and_then(|l| l.r.id()).map(Some)
+                                == Some(top_lower)
                     }
                     _ => false,
                 }
@@ -458,22 +469,23 @@ impl Overlay {
         st.parent = Some(parent.clone());
         st.name = name.to_os_string();
         st.opaque = r.opaque;
-        if st.upper.is_none()
-            && let Some((fd, _)) = r.upper
-        {
-            st.upper = Some(Arc::new(fd));
+        // Leaves refer to their objects by name in the held directories (so a
+        // leaf holds no fd); the newest name found is the one to use.
+        if let Some((fd, ust)) = r.upper {
+            st.upper = Some(RealRef::new(fd, &ust, r.upper_dir.as_ref(), name));
         }
         st.metacopy = r.metacopy;
-        st.data = r.data.map(|(layer, fd, _)| LowerEntry {
-            layer,
-            fd: Arc::new(fd),
-        });
+        st.data = r
+            .data
+            .map(|(layer, fd, _)| LowerEntry::held(layer, Arc::new(fd)));
+        let dirs = r.lower_dirs;
         st.lowers = r
             .lowers
             .into_iter()
-            .map(|(layer, fd, _)| LowerEntry {
+            .enumerate()
+            .map(|(i, (layer, fd, lst))| LowerEntry {
                 layer,
-                fd: Arc::new(fd),
+                r: RealRef::new(fd, &lst, dirs.get(i).and_then(|d| d.as_ref()), name),
             })
             .collect();
         drop(st);
@@ -491,15 +503,13 @@ pub(super) fn root_node(setup: &Setup) -> Result<Node> {
         .lowers
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            Ok(LowerEntry {
-                layer: i,
-                fd: dup(&l.root)?,
-            })
-        })
+        .map(|(i, l)| Ok(LowerEntry::held(i, dup(&l.root)?)))
         .collect::<Result<Vec<_>>>()?;
     let upper = setup.upper.as_ref().map(|u| dup(&u.root)).transpose()?;
-    let top = upper.clone().unwrap_or_else(|| lowers[0].fd.clone());
+    let top = match &upper {
+        Some(u) => u.clone(),
+        None => lowers[0].fd()?,
+    };
     let st = sys::fstat(top.as_fd())?;
     Ok(Node::new(
         ROOT_INO,
@@ -507,7 +517,7 @@ pub(super) fn root_node(setup: &Setup) -> Result<Node> {
         NodeState {
             parent: None,
             name: Default::default(),
-            upper,
+            upper: upper.map(RealRef::Open),
             lowers,
             opaque: false,
             impure: false,

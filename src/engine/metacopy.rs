@@ -103,7 +103,8 @@ impl Overlay {
             Below::Name(n) => plowers
                 .iter()
                 .find(|e| e.layer == layer)
-                .map(|e| (LayerDir::Held(e.fd.clone()), n.clone())),
+                .and_then(|e| e.fd().ok())
+                .map(|fd| (LayerDir::Held(fd), n.clone())),
             Below::Path(comps) => {
                 walk_dirs(self.lowers[layer].root.as_fd(), &comps[..comps.len() - 1])
                     .map(|fd| (LayerDir::Walked(fd), comps[comps.len() - 1].clone()))
@@ -118,8 +119,8 @@ impl Overlay {
         if !node.is_metacopy() {
             return Ok(());
         }
-        let upper = node.upper().ok_or(Errno::EIO)?;
-        let data = node.data_fd().ok_or(Errno::ENOENT)?;
+        let upper = node.upper()?.ok_or(Errno::EIO)?;
+        let data = node.data_fd()?.ok_or(Errno::ENOENT)?;
         let size = sys::fstat(upper.as_fd())?.st_size as u64;
         let input = sys::reopen(data.as_fd(), libc::O_RDONLY)?;
         let out = sys::reopen(upper.as_fd(), libc::O_WRONLY)?;

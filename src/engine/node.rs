@@ -1,10 +1,13 @@
 //! The inode table: overlay inode numbers ↔ the real objects in each layer.
 //!
-//! A node holds O_PATH fds of its real objects (the upper one once it exists,
-//! and the lower ones), so every later operation resolves relative to a held
-//! fd and never walks a path from a layer root again. Nodes are keyed by the
-//! identity (st_dev, st_ino) of the object that gives them their inode number,
-//! so hard links inside a layer share one node.
+//! A directory node holds O_PATH fds of its real directories (upper and merged
+//! lowers), so every operation resolves one name relative to a held fd and
+//! never walks a path from a layer root again. A leaf (non-directory) node
+//! holds no fd of its own: it names its real objects by the held directory fd
+//! and the name, with the identity to verify on each open, so the number of
+//! open fds follows the directories the kernel caches, not every inode.
+//! Nodes are keyed by the identity (st_dev, st_ino) of the object that gives
+//! them their inode number.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -12,15 +15,91 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::engine::{Errno, Result};
 use crate::sys::{self, Stat};
 
 pub const ROOT_INO: u64 = 1;
+
+/// A real object: held open (directories), or found again by name in a held
+/// directory (leaves), checked against its identity each time.
+#[derive(Clone)]
+pub enum RealRef {
+    Open(Arc<OwnedFd>),
+    At {
+        dir: Arc<OwnedFd>,
+        name: OsString,
+        dev: u64,
+        ino: u64,
+    },
+}
+
+impl RealRef {
+    /// An O_PATH fd of the object; ESTALE if the name now holds another one.
+    pub fn open(&self) -> Result<Arc<OwnedFd>> {
+        match self {
+            RealRef::Open(fd) => Ok(fd.clone()),
+            RealRef::At {
+                dir,
+                name,
+                dev,
+                ino,
+            } => {
+                let fd = sys::openat(dir.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .map_err(|e| if e == Errno::ENOENT { Errno::ESTALE } else { e })?;
+                let st = sys::fstat(fd.as_fd())?;
+                if (st.st_dev, st.st_ino) != (*dev, *ino) {
+                    return Err(Errno::ESTALE);
+                }
+                Ok(Arc::new(fd))
+            }
+        }
+    }
+
+    /// The object's identity (st_dev, st_ino), without opening it by name.
+    pub fn id(&self) -> Option<(u64, u64)> {
+        match self {
+            RealRef::Open(fd) => sys::fstat(fd.as_fd()).ok().map(|s| (s.st_dev, s.st_ino)),
+            RealRef::At { dev, ino, .. } => Some((*dev, *ino)),
+        }
+    }
+
+    /// Refer to `fd`, found as `dir/name`: by name for a leaf, else held open.
+    pub fn new(
+        fd: OwnedFd,
+        st: &Stat,
+        dir: Option<&Arc<OwnedFd>>,
+        name: &std::ffi::OsStr,
+    ) -> RealRef {
+        match dir {
+            Some(dir) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => RealRef::At {
+                dir: dir.clone(),
+                name: name.to_os_string(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
+            _ => RealRef::Open(Arc::new(fd)),
+        }
+    }
+}
 
 /// A real object in a lower layer.
 #[derive(Clone)]
 pub struct LowerEntry {
     pub layer: usize,
-    pub fd: Arc<OwnedFd>,
+    pub r: RealRef,
+}
+
+impl LowerEntry {
+    pub fn held(layer: usize, fd: Arc<OwnedFd>) -> LowerEntry {
+        LowerEntry {
+            layer,
+            r: RealRef::Open(fd),
+        }
+    }
+
+    pub fn fd(&self) -> Result<Arc<OwnedFd>> {
+        self.r.open()
+    }
 }
 
 /// The mutable part of a node: where it lives, which real objects back it.
@@ -29,7 +108,7 @@ pub struct NodeState {
     /// parent chain even after the kernel forgot the parent).
     pub parent: Option<Arc<Node>>,
     pub name: OsString,
-    pub upper: Option<Arc<OwnedFd>>,
+    pub upper: Option<RealRef>,
     /// Directories: every lower directory merged into this one, topmost first.
     /// Non-directories: the lower object, if the node came from a lower layer.
     pub lowers: Vec<LowerEntry>,
@@ -92,8 +171,27 @@ impl Node {
         self.kind == libc::S_IFDIR
     }
 
-    pub fn upper(&self) -> Option<Arc<OwnedFd>> {
-        self.state.read().unwrap().upper.clone()
+    /// Hold the upper object open from now on: its name is about to go (unlink,
+    /// rename over it), but the kernel may still ask about it (open files).
+    pub fn pin_upper(&self) {
+        let mut st = self.state.write().unwrap();
+        if let Some(r @ RealRef::At { .. }) = &st.upper
+            && let Ok(fd) = r.open()
+        {
+            st.upper = Some(RealRef::Open(fd));
+        }
+    }
+
+    /// Identity of the upper object, if the node has one.
+    pub fn upper_id(&self) -> Option<(u64, u64)> {
+        let r = self.state.read().unwrap().upper.clone();
+        r.and_then(|r| r.id())
+    }
+
+    /// The upper object, if the node has one.
+    pub fn upper(&self) -> Result<Option<Arc<OwnedFd>>> {
+        let r = self.state.read().unwrap().upper.clone();
+        r.map(|r| r.open()).transpose()
     }
 
     pub fn has_upper(&self) -> bool {
@@ -101,25 +199,32 @@ impl Node {
     }
 
     /// The fd of the object that shows through: upper if present, else the top lower.
-    pub fn top_fd(&self) -> Arc<OwnedFd> {
-        let st = self.state.read().unwrap();
-        match &st.upper {
-            Some(u) => u.clone(),
-            None => st.lowers[0].fd.clone(),
-        }
+    pub fn top_fd(&self) -> Result<Arc<OwnedFd>> {
+        let r = {
+            let st = self.state.read().unwrap();
+            match &st.upper {
+                Some(u) => u.clone(),
+                None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
+            }
+        };
+        r.open()
     }
 
     /// The fd holding this file's data: the top object's, or for metacopy the
     /// data file's below. `None`: a metacopy file whose data is missing.
-    pub fn data_fd(&self) -> Option<Arc<OwnedFd>> {
-        let st = self.state.read().unwrap();
-        if st.metacopy {
-            return st.data.as_ref().map(|d| d.fd.clone());
-        }
-        Some(match &st.upper {
-            Some(u) => u.clone(),
-            None => st.lowers[0].fd.clone(),
-        })
+    pub fn data_fd(&self) -> Result<Option<Arc<OwnedFd>>> {
+        let r = {
+            let st = self.state.read().unwrap();
+            if st.metacopy {
+                st.data.as_ref().map(|d| d.r.clone())
+            } else {
+                Some(match &st.upper {
+                    Some(u) => u.clone(),
+                    None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
+                })
+            }
+        };
+        r.map(|r| r.open()).transpose()
     }
 
     /// The upper object exists and holds the data too.
@@ -147,8 +252,8 @@ impl Node {
         (st.parent.clone(), st.name.clone())
     }
 
-    pub fn stat(&self) -> crate::engine::Result<Stat> {
-        sys::fstat(self.top_fd().as_fd())
+    pub fn stat(&self) -> Result<Stat> {
+        sys::fstat(self.top_fd()?.as_fd())
     }
 }
 

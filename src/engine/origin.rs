@@ -183,7 +183,7 @@ impl Overlay {
             tracing::debug!(%e, "cannot record the origin of a merged directory");
             return;
         }
-        if let Some(pu) = parent.upper() {
+        if let Ok(Some(pu)) = parent.upper() {
             let _ = self.set_impure(parent, pu.as_fd());
         }
     }

@@ -79,6 +79,7 @@ impl Overlay {
             let st = node.state.read().unwrap();
             (st.upper.clone(), st.lowers.clone())
         };
+        let upper = upper.map(|u| u.open()).transpose()?;
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         // Upper subdirectories that may merge with a lower one: their index in `out`.
@@ -113,7 +114,7 @@ impl Overlay {
         }
         for lower in &lowers {
             let dev = self.lowers[lower.layer].dev;
-            let entries = read_layer_dir(lower.fd.as_fd())?;
+            let entries = read_layer_dir(lower.fd()?.as_fd())?;
             // `.wh.NAME` hides NAME only in the layers below this one.
             let mut hidden_below = Vec::new();
             for (name, ino, kind, wh) in entries {
@@ -226,7 +227,7 @@ impl Overlay {
     /// fsync a directory: its upper copy, if it has one.
     pub fn fsyncdir(&self, ino: u64, datasync: bool) -> Result<()> {
         let node = self.node(ino)?;
-        if let Some(u) = node.upper() {
+        if let Some(u) = node.upper()? {
             let d = sys::reopen(u.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
             sys::fsync(d.as_fd(), datasync)?;
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::dir::lock_pair;
 use super::lookup::Resolved;
-use super::node::Node;
+use super::node::{Node, RealRef};
 use super::remove_tree;
 use super::{Errno, Overlay, Result};
 use crate::params::RedirectDir;
@@ -118,13 +118,17 @@ impl Overlay {
                 new_name,
                 sys::RENAME_EXCHANGE,
             )?;
-            set_place(&src_node, &np, new_name);
-            set_place(&dst_node, &op, old_name);
+            set_place(&src_node, &np, &nfd, new_name);
+            set_place(&dst_node, &op, &ofd, old_name);
             return Ok(());
         }
 
         // Overwriting a merged (empty) directory: replace its upper with an empty
         // opaque copy first, so the real rename replaces an empty directory.
+        // What the target name held loses it: keep it reachable for open files.
+        if let Some(d) = &dst.node {
+            d.pin_upper();
+        }
         let cleared = if dst_dir && dst.r.upper.is_some() && !dst.r.lowers.is_empty() {
             Some(self.clear_empty(&nfd, new_name, dst.r.upper.as_ref().ok_or(Errno::EIO)?)?)
         } else {
@@ -151,7 +155,7 @@ impl Overlay {
         if let Some(tmp) = cleared {
             self.remove_work_tree(&tmp);
         }
-        set_place(&src_node, &np, new_name);
+        set_place(&src_node, &np, &nfd, new_name);
         self.forget_if_gone(dst.node);
         Ok(())
     }
@@ -246,7 +250,7 @@ impl Overlay {
             Err(e) if e == Errno::EXDEV => return self.materialize_tree(dir),
             Err(e) => return Err(e),
         };
-        let up = dir.upper().ok_or(Errno::EIO)?;
+        let up = dir.upper()?.ok_or(Errno::EIO)?;
         sys::setxattr(
             up.as_fd(),
             &self.xattr.name("redirect"),
@@ -269,12 +273,12 @@ impl Overlay {
         // A hard-linked file's other names cannot share a relative redirect:
         // the kernel writes an absolute one even in place.
         let linked = file
-            .data_fd()
+            .data_fd()?
             .and_then(|d| sys::fstat(d.as_fd()).ok())
             .is_some_and(|st| st.st_nlink > 1);
         match self.redirect_for(r.redirect.clone(), from, name, samedir && !linked) {
             Ok(Some(v)) => {
-                let up = file.upper().ok_or(Errno::EIO)?;
+                let up = file.upper()?.ok_or(Errno::EIO)?;
                 sys::setxattr(up.as_fd(), &self.xattr.name("redirect"), v.as_bytes(), 0)
             }
             Ok(None) => Ok(()),
@@ -307,7 +311,7 @@ impl Overlay {
                 break;
             }
             let (parent, pname) = node.parent_and_name();
-            match node.upper().and_then(|u| self.read_redirect(u.as_fd())) {
+            match node.upper()?.and_then(|u| self.read_redirect(u.as_fd())) {
                 Some(v) if v.as_bytes().starts_with(b"/") => {
                     let rest: Vec<u8> = v
                         .as_bytes()
@@ -394,8 +398,14 @@ impl Overlay {
 }
 
 /// Record a node's new place after it moved.
-fn set_place(node: &Node, parent: &Arc<Node>, name: &OsStr) {
+/// Record a node's new place after it moved; a leaf's upper object is now
+/// found under the new name in the new parent's upper directory.
+fn set_place(node: &Node, parent: &Arc<Node>, parent_upper: &Arc<OwnedFd>, name: &OsStr) {
     let mut st = node.state.write().unwrap();
     st.parent = Some(parent.clone());
     st.name = name.to_os_string();
+    if let Some(RealRef::At { dir, name: n, .. }) = &mut st.upper {
+        *dir = parent_upper.clone();
+        *n = name.to_os_string();
+    }
 }

@@ -165,8 +165,12 @@ impl Filesystem for OverlayFs {
         self.ovl.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.ovl.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = match fh {
+            Some(fh) => self.ovl.getattr_fh(ino.0, fh.0),
+            None => self.ovl.getattr(ino.0),
+        };
+        match r {
             Ok(a) => reply.attr(&TTL, &to_attr(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
