@@ -237,11 +237,11 @@ fn a_move_too_long_for_a_redirect_brings_the_tree_up() {
     check("ovlfs");
     l.umount();
     assert!(
-        xattr(&l.upper.join("top"), "trusted.overlay.redirect").is_none(),
+        common::lxattr(&l.upper.join("top"), "trusted.overlay.redirect").is_none(),
         "no redirect was written"
     );
     assert_eq!(
-        xattr(&l.upper.join("top"), "trusted.overlay.opaque").as_deref(),
+        common::lxattr(&l.upper.join("top"), "trusted.overlay.opaque").as_deref(),
         Some(&b"y"[..])
     );
     l.ovlfs();
@@ -250,15 +250,6 @@ fn a_move_too_long_for_a_redirect_brings_the_tree_up() {
     l.kernel();
     check("kernel overlay");
     l.umount();
-}
-
-fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = common::cstr(p);
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = [0u8; 512];
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| buf[..r as usize].to_vec())
 }
 
 #[test]

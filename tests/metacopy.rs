@@ -26,15 +26,6 @@ fn blocks_under(root: &Path) -> (u64, usize) {
     (blocks, files)
 }
 
-fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = common::cstr(p);
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = [0u8; 512];
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| buf[..r as usize].to_vec())
-}
-
 fn set_xattr(p: &Path, name: &str, v: &[u8]) {
     let c = common::cstr(p);
     let n = std::ffi::CString::new(name).unwrap();
@@ -103,7 +94,7 @@ fn chown_r_over_a_lower_tree_moves_no_data() {
         "reads come from the lower data"
     );
     assert_eq!(
-        xattr(&u.join("d7/f7"), "trusted.overlay.metacopy").as_deref(),
+        common::lxattr(&u.join("d7/f7"), "trusted.overlay.metacopy").as_deref(),
         Some(&b""[..])
     );
     // The first write brings the data up and drops the mark.
@@ -120,7 +111,10 @@ fn chown_r_over_a_lower_tree_moves_no_data() {
     )
     .unwrap();
     assert_eq!(fs::read(u.join("d7/f7")).unwrap().len(), 4097);
-    assert_eq!(xattr(&u.join("d7/f7"), "trusted.overlay.metacopy"), None);
+    assert_eq!(
+        common::lxattr(&u.join("d7/f7"), "trusted.overlay.metacopy"),
+        None
+    );
     unmount(&m).unwrap();
     // The kernel with metacopy=on reads these layers the same.
     mount_kernel(

@@ -532,3 +532,13 @@ pub fn errno_name(e: i32) -> String {
     };
     n.to_string()
 }
+
+/// An xattr of `p` itself (symlinks not followed), or None.
+pub fn lxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = cstr(p);
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the given size.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
