@@ -55,6 +55,26 @@ impl RealRef {
         }
     }
 
+    /// stat of the object; for a leaf one fstatat by name, identity checked.
+    pub fn stat(&self) -> Result<Stat> {
+        match self {
+            RealRef::Open(fd) => sys::fstat(fd.as_fd()),
+            RealRef::At {
+                dir,
+                name,
+                dev,
+                ino,
+            } => {
+                let st = sys::fstatat(dir.as_fd(), name)
+                    .map_err(|e| if e == Errno::ENOENT { Errno::ESTALE } else { e })?;
+                if (st.st_dev, st.st_ino) != (*dev, *ino) {
+                    return Err(Errno::ESTALE);
+                }
+                Ok(st)
+            }
+        }
+    }
+
     /// The object's identity (st_dev, st_ino), without opening it by name.
     pub fn id(&self) -> Option<(u64, u64)> {
         match self {
@@ -253,7 +273,14 @@ impl Node {
     }
 
     pub fn stat(&self) -> Result<Stat> {
-        sys::fstat(self.top_fd()?.as_fd())
+        let r = {
+            let st = self.state.read().unwrap();
+            match &st.upper {
+                Some(u) => u.clone(),
+                None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
+            }
+        };
+        r.stat()
     }
 }
 
