@@ -123,6 +123,14 @@ fn st_ino_survives_copy_up_and_remount() {
     l.umount();
     l.ovlfs();
     assert_eq!(inos(&l.mnt), before, "a remount keeps them (origin xattrs)");
+    let root_ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        root_ino(&l.mnt),
+        root_ino(&l.upper),
+        "the root shows the upper root's number"
+    );
+    let dotdot = fs::symlink_metadata(l.mnt.join("d0/..")).unwrap().ino();
+    assert_eq!(dotdot, root_ino(&l.upper), "and so does `..` below it");
     l.umount();
     l.kernel();
     assert_eq!(

@@ -73,6 +73,8 @@ pub struct Overlay {
     files: FileTable,
     dirs: readdir::DirTable,
     tmp_counter: AtomicU64,
+    /// st_ino of the mount root.
+    root_st_ino: u64,
     /// The `uuid=` mode in effect (see origin::settle_uuid).
     uuid: crate::params::UuidMode,
     /// Told when a node's attributes change behind the kernel's back (copy-up
@@ -98,12 +100,14 @@ impl Overlay {
             &setup.lowers,
             setup.work.is_some(),
         );
+        let nodes = NodeTable::new(
+            root,
+            layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers),
+        );
         Ok(Overlay {
             uuid,
-            nodes: NodeTable::new(
-                root,
-                layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers),
-            ),
+            root_st_ino: nodes.root_st_ino(),
+            nodes,
             cfg,
             xattr,
             lowers: setup.lowers,
@@ -185,6 +189,15 @@ impl Overlay {
             && let Err(e) = remove_tree(work.as_fd(), name)
         {
             tracing::warn!(?name, %e, "cannot clean up workdir entry");
+        }
+    }
+
+    /// st_ino of a node: its number, except for the root (see NodeTable::root_st_ino).
+    pub fn st_ino(&self, ino: u64) -> u64 {
+        if ino == ROOT_INO {
+            self.root_st_ino
+        } else {
+            ino
         }
     }
 

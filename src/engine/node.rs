@@ -389,6 +389,21 @@ impl NodeTable {
         }
     }
 
+    /// The inode number the root shows (its node id is fixed at 1 by FUSE): the
+    /// upper root's (else the top lower root's), as the kernel reports.
+    pub fn root_st_ino(&self) -> u64 {
+        let key = *self
+            .get(ROOT_INO)
+            .expect("the root is never forgotten")
+            .key
+            .lock()
+            .unwrap();
+        match &self.scheme {
+            InoScheme::SameFs => key.ino,
+            _ => self.natural_ino(key),
+        }
+    }
+
     /// The number of the live node with this identity, if the kernel holds one.
     pub fn live_ino(&self, key: Key) -> Option<u64> {
         self.maps.read().unwrap().by_key.get(&key).copied()

@@ -187,9 +187,10 @@ impl Overlay {
     fn snapshot(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
         let mut v = Vec::new();
         let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
+        let parent = self.st_ino(parent);
         v.push(DirEntry {
             name: ".".into(),
-            ino: node.ino,
+            ino: self.st_ino(node.ino),
             kind: libc::S_IFDIR,
         });
         v.push(DirEntry {

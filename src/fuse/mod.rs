@@ -131,6 +131,14 @@ impl OverlayFs {
         ferr(e)
     }
 
+    /// Attributes for an attribute reply: only there may st_ino differ from
+    /// the node id (the root's, fixed at 1 by FUSE).
+    fn attr_reply(&self, a: &Attr) -> FileAttr {
+        let mut attr = to_attr(a);
+        attr.ino = INodeNo(self.ovl.st_ino(a.ino));
+        attr
+    }
+
     /// Reply with a node the engine handed one kernel reference; give the
     /// reference back if the reply cannot be made.
     fn reply_node(&self, op: &str, r: Result<Arc<Node>, Errno>, reply: ReplyEntry) {
@@ -171,7 +179,7 @@ impl Filesystem for OverlayFs {
             None => self.ovl.getattr(ino.0),
         };
         match r {
-            Ok(a) => reply.attr(&TTL, &to_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
     }
@@ -204,7 +212,7 @@ impl Filesystem for OverlayFs {
             fh: fh.map(|f| f.0),
         };
         match self.ovl.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&TTL, &to_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
