@@ -65,6 +65,18 @@ pub fn run_forked(who: Who, f: impl FnOnce() -> Outcome) -> Outcome {
     }
     if pid == 0 {
         unsafe { libc::close(p[0]) };
+        // The fork copied every fd of the test process, including FIFO ends
+        // that other test threads hold open at this instant: a copied reader
+        // would let their writes succeed where they expect ENXIO. Drop them.
+        for fd in 3..4096 {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if fd != p[1]
+                && unsafe { libc::fstat(fd, &mut st) } == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+            {
+                unsafe { libc::close(fd) };
+            }
+        }
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             set_creds(who)?;
             f()
