@@ -220,31 +220,29 @@ impl Node {
 
     /// The fd of the object that shows through: upper if present, else the top lower.
     pub fn top_fd(&self) -> Result<Arc<OwnedFd>> {
-        let r = {
-            let st = self.state.read().unwrap();
-            match &st.upper {
-                Some(u) => u.clone(),
-                None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
-            }
-        };
-        r.open()
+        self.top_ref()?.open()
+    }
+
+    /// The object that shows through: upper if present, else the top lower.
+    fn top_ref(&self) -> Result<RealRef> {
+        let st = self.state.read().unwrap();
+        match &st.upper {
+            Some(u) => Ok(u.clone()),
+            None => Ok(st.lowers.first().ok_or(Errno::EIO)?.r.clone()),
+        }
     }
 
     /// The fd holding this file's data: the top object's, or for metacopy the
     /// data file's below. `None`: a metacopy file whose data is missing.
     pub fn data_fd(&self) -> Result<Option<Arc<OwnedFd>>> {
-        let r = {
+        let data = {
             let st = self.state.read().unwrap();
-            if st.metacopy {
-                st.data.as_ref().map(|d| d.r.clone())
-            } else {
-                Some(match &st.upper {
-                    Some(u) => u.clone(),
-                    None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
-                })
-            }
+            st.metacopy.then(|| st.data.as_ref().map(|d| d.r.clone()))
         };
-        r.map(|r| r.open()).transpose()
+        match data {
+            Some(r) => r.map(|r| r.open()).transpose(),
+            None => self.top_fd().map(Some),
+        }
     }
 
     /// The upper object exists and holds the data too.
@@ -273,14 +271,7 @@ impl Node {
     }
 
     pub fn stat(&self) -> Result<Stat> {
-        let r = {
-            let st = self.state.read().unwrap();
-            match &st.upper {
-                Some(u) => u.clone(),
-                None => st.lowers.first().ok_or(Errno::EIO)?.r.clone(),
-            }
-        };
-        r.stat()
+        self.top_ref()?.stat()
     }
 }
 
