@@ -39,7 +39,9 @@ OPTIONS (-o, comma separated; empty entries are ignored):
   metacopy=on|off        metadata-only copy-up for attribute/xattr changes, link, rename
                          (default off, as the kernel; on implies redirect_dir=on)
   lowerdir=L1::D1::D2    data-only layers after ::, reached only by metacopy redirects
-  index=off, nfs_export=off, verity=off
+  index=on|off           on: hard links of lower files survive copy-up, through W/index
+                         as the kernel's index=on (default off, as the kernel)
+  nfs_export=off, verity=off
                          accepted; other values are NOT SUPPORTED YET and refused
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
@@ -47,7 +49,7 @@ same across copy-up and remount.
 
 A move whose redirect would exceed 256 bytes copies the directory tree up instead.
 
-NOT SUPPORTED YET: index, nfs_export, verity, POSIX ACL enforcement, running as an
+NOT SUPPORTED YET: nfs_export, verity, POSIX ACL enforcement, running as an
 ordinary user.
 
 EXAMPLES:

@@ -61,6 +61,8 @@ pub struct Config {
     pub data_lowers: Vec<PathBuf>,
     /// Metadata-only copy-up for attribute changes (`metacopy=on`).
     pub metacopy: bool,
+    /// Hard links of lower files survive copy-up, through `W/index` (`index=on`).
+    pub index: bool,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     /// `ro` given, or no upper layer.
@@ -240,6 +242,7 @@ impl Config {
             lowers: Vec::new(),
             data_lowers: Vec::new(),
             metacopy: false,
+            index: false,
             upper: None,
             work: None,
             read_only: false,
@@ -395,7 +398,19 @@ impl Config {
                     }
                 }
             }
-            "index" | "nfs_export" => match need(value)?.as_str() {
+            "index" => {
+                self.index = match need(value)?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not on or off"),
+                        ));
+                    }
+                }
+            }
+            "nfs_export" => match need(value)?.as_str() {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
             },
@@ -479,9 +494,14 @@ mod tests {
             ParamError::Unknown("bogus".into())
         );
         assert!(matches!(
-            Config::parse(&["lowerdir=/a,index=on"]).unwrap_err(),
+            Config::parse(&["lowerdir=/a,nfs_export=on"]).unwrap_err(),
             ParamError::Unsupported(..)
         ));
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,index=maybe"]).unwrap_err(),
+            ParamError::BadValue(..)
+        ));
+        assert!(Config::parse(&["lowerdir=/a,index=on"]).unwrap().index);
         assert!(matches!(
             Config::parse(&["lowerdir=/a,userxattr,redirect_dir=on"]).unwrap_err(),
             ParamError::Conflict(..)

@@ -59,7 +59,7 @@ mod steps;
 use common::exec::Exec;
 use common::fixture::{self, Layout};
 use common::ops::Outcome;
-use common::tree::{SnapMode, diff, snapshot};
+use common::tree::{SnapMode, diff, index_snapshot, snapshot};
 use common::{Scratch, mount_kernel, mount_ovlfs, require_root_and_fuse, unmount};
 use random::gen_sequence;
 use std::sync::{Arc, Mutex};
@@ -79,7 +79,9 @@ const REGRESSION_SEEDS: &[u64] = &[20, 28, 49, 182, 240];
 /// 325, 346, 395: truncate to the same size touched mtime; zero-size copy-up.
 /// 367: rmdir of a moved (redirected) directory left a whiteout at its new name.
 /// 54, 175: fstat of a file unlinked while open (leaf nodes found by name).
-const REGRESSION_SEEDS_V2: &[u64] = &[54, 134, 175, 289, 325, 346, 367, 395];
+/// 294, 414 (index=on): an xattr change through a name of an indexed file
+/// that is not linked up yet must not link it up (it goes to the index inode).
+const REGRESSION_SEEDS_V2: &[u64] = &[54, 134, 175, 289, 294, 325, 346, 367, 395, 414];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Impl {
@@ -452,6 +454,20 @@ impl Runner {
                 format!("upper trees differ:\n{}", show_diff(&d)),
             );
         }
+        // With index=on, W/index is part of the layers' state too.
+        let d = diff(
+            &index_snapshot(&sub.work.join("index"), &sub.upper),
+            &index_snapshot(&ora.work.join("index"), &ora.upper),
+            "subject",
+            "oracle",
+        );
+        if !d.is_empty() {
+            fail(
+                res,
+                Signature::State("index".into()),
+                format!("index directories differ:\n{}", show_diff(&d)),
+            );
+        }
         // Cross-mount: each implementation must read the other's layers.
         self.watchdog.note(|| format!("{label}: cross-mount"));
         let cross = [
@@ -559,13 +575,17 @@ fn print_result(label: &str, r: &SeqResult) {
 
 /// The options both sides are mounted with: `OVLFS_DIFF_OPTS` if given (for
 /// the plain tests only), else ovlfs's defaults (`redirect_dir=on`), the
-/// kernel's (`redirect_dir=follow`, `_kernel_defaults`) or metacopy
-/// (`redirect_dir=on,metacopy=on`, `_metacopy`).
+/// kernel's (`redirect_dir=follow`, `_kernel_defaults`), metacopy
+/// (`redirect_dir=on,metacopy=on`, `_metacopy`), every feature on
+/// (`redirect_dir=on,index=on,xino=on,metacopy=on`, `_all_on`) or the index
+/// alone (`redirect_dir=follow,index=on,xino=on`, `_index`).
 fn option_set(set: OptionSet) -> Option<Vec<String>> {
     let defaults = match set {
         OptionSet::Ovlfs => "redirect_dir=on",
         OptionSet::Kernel => "redirect_dir=follow",
         OptionSet::Metacopy => "redirect_dir=on,metacopy=on",
+        OptionSet::AllOn => "redirect_dir=on,index=on,xino=on,metacopy=on",
+        OptionSet::Index => "redirect_dir=follow,index=on,xino=on",
     };
     match std::env::var("OVLFS_DIFF_OPTS") {
         Ok(_) if set != OptionSet::Ovlfs => None,
@@ -583,6 +603,10 @@ enum OptionSet {
     Kernel,
     /// Metadata-only copy-up.
     Metacopy,
+    /// Every feature that records lower identities: redirects, index, xino, metacopy.
+    AllOn,
+    /// The inodes index without redirects or metacopy.
+    Index,
 }
 
 #[test]
@@ -598,6 +622,26 @@ fn scripted_kernel_defaults() {
 #[test]
 fn scripted_metacopy() {
     scripted_with(option_set(OptionSet::Metacopy));
+}
+
+#[test]
+fn scripted_all_on() {
+    scripted_with(option_set(OptionSet::AllOn));
+}
+
+#[test]
+fn scripted_index() {
+    scripted_with(option_set(OptionSet::Index));
+}
+
+#[test]
+fn random_all_on() {
+    random_with(option_set(OptionSet::AllOn));
+}
+
+#[test]
+fn random_index() {
+    random_with(option_set(OptionSet::Index));
 }
 
 #[test]

@@ -62,6 +62,15 @@ impl Overlay {
     pub(super) fn copy_up_with(&self, node: &Arc<Node>, how: CopyUp) -> Result<Arc<OwnedFd>> {
         self.check_writable()?;
         if let Some(u) = node.upper()? {
+            if node.link_up_pending() && self.index.is_some() {
+                let (parent, _) = node.parent_and_name();
+                let parent = parent.ok_or(Errno::EIO)?;
+                let pfd = self.copy_up(&parent)?;
+                let _guard = node.copy_up_lock.lock().unwrap();
+                if node.link_up_pending() {
+                    self.link_up(node, &parent, &pfd)?;
+                }
+            }
             if how != CopyUp::Meta && node.is_metacopy() {
                 self.copy_up_data(node)?;
             }
@@ -85,8 +94,9 @@ impl Overlay {
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         // The copy is built without the parent's lock (it may take long) ...
-        let origin =
-            Self::records_origin(&st).then(|| self.origin_value(lower.layer, lower_fd.as_fd()));
+        let indexed = self.is_indexed(node);
+        let origin = (Self::records_origin(&st) || indexed)
+            .then(|| self.origin_value(lower.layer, lower_fd.as_fd()));
         let data_src = data.as_ref().map(|d| d.as_fd());
         let built = self.build_copy(
             lower_fd.as_fd(),
@@ -101,6 +111,17 @@ impl Overlay {
             let _ = super::remove_tree(work.as_fd(), &tmp);
             tracing::error!(?name, %e, "copy-up failed");
             return Err(e);
+        }
+        if indexed {
+            // Into the index; then this name is linked to it.
+            let (ufd, _) = self
+                .publish_to_index(node, work.as_fd(), &tmp, st.st_nlink)
+                .inspect_err(|_| {
+                    let _ = super::remove_tree(work.as_fd(), &tmp);
+                })?;
+            set_data_state(node, how, &lower);
+            self.link_up(node, &parent, &pfd)?;
+            return Ok(ufd);
         }
         // ... and published under it, so no namespace change in the parent races
         // the rename, and the parent's restored times are not stale.
@@ -147,18 +168,8 @@ impl Overlay {
                     ino: ust.st_ino,
                 },
             });
-            if how == CopyUp::Meta {
-                // The data stays where it was: the lower file, or what a lower
-                // metacopy file pointed to.
-                if !state.metacopy {
-                    state.data = Some(lower.clone());
-                }
-                state.metacopy = true;
-            } else {
-                state.metacopy = false;
-                state.data = None;
-            }
         }
+        set_data_state(node, how, &lower);
         self.nodes.rekey(node, Key::new(ust.st_dev, ust.st_ino));
         if ust.st_nlink != st.st_nlink {
             self.attr_changed(node.ino);
@@ -266,6 +277,22 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a node's data is after a copy-up of kind `how`.
+fn set_data_state(node: &Node, how: CopyUp, lower: &super::node::LowerEntry) {
+    let mut state = node.state.write().unwrap();
+    if how == CopyUp::Meta {
+        // The data stays where it was: the lower file, or what a lower
+        // metacopy file pointed to.
+        if !state.metacopy {
+            state.data = Some(lower.clone());
+        }
+        state.metacopy = true;
+    } else {
+        state.metacopy = false;
+        state.data = None;
     }
 }
 

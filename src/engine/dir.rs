@@ -138,6 +138,9 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
+        if let NewObject::Link { source } = &what {
+            self.nlink_start(source)?;
+        }
         // A new name for an object with an origin: the directory now holds an
         // entry whose inode number is not its own.
         if let NewObject::Link { source } = &what
@@ -388,12 +391,19 @@ impl Overlay {
     fn remove(&self, parent_ino: u64, name: &OsStr, dir: bool) -> Result<()> {
         self.check_writable()?;
         let parent = self.node(parent_ino)?;
-        self.check_remove(&parent, name, dir)?;
+        let (_, victim) = self.check_remove(&parent, name, dir)?;
+        // An indexed file keeps its union link count in its upper inode: give
+        // this name its upper link first, so removing it counts (as the kernel).
+        if !dir && self.is_indexed(&victim) {
+            self.copy_up_meta(&victim)?;
+        }
         let pfd = self.upper_dir(&parent)?;
         let _g = lock(&parent);
         let (r, victim) = self.check_remove(&parent, name, dir)?;
+        self.nlink_start(&victim)?;
         victim.pin_upper();
         self.remove_entry(&pfd, name, &r, dir)?;
+        self.nlink_end(&victim);
         if dir {
             self.nodes.unkey(&victim);
         } else {

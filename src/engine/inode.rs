@@ -6,6 +6,8 @@ use std::os::fd::AsFd;
 
 use super::copy_up::CopyUp;
 use super::node::Node;
+use std::sync::Arc;
+
 use super::{Caller, Errno, Overlay, Result};
 use crate::sys::{self, Stat};
 
@@ -14,6 +16,9 @@ use crate::sys::{self, Stat};
 pub struct Attr {
     pub ino: u64,
     pub stat: Stat,
+    /// Several names share this inode and which one an operation comes
+    /// through matters (index=on hard links): not to be cached by the kernel.
+    pub shared: bool,
 }
 
 /// A time to set: a given instant or "now".
@@ -56,6 +61,10 @@ impl Overlay {
         if node.is_dir() && node.is_merged() {
             stat.st_nlink = 1;
         }
+        // Indexed hard links count their names across layers.
+        if self.is_indexed(node) {
+            stat.st_nlink = self.union_nlink(node)?;
+        }
         // A metacopy file occupies its data file's blocks, as the kernel reports.
         if node.is_metacopy() {
             stat.st_blocks = match node.data_fd()? {
@@ -68,6 +77,7 @@ impl Overlay {
         Ok(Attr {
             ino: node.ino,
             stat,
+            shared: self.is_indexed(node),
         })
     }
 
@@ -81,10 +91,13 @@ impl Overlay {
     pub fn getattr_fh(&self, ino: u64, fh: u64) -> Result<Attr> {
         let node = self.node(ino)?;
         match self.files.get(fh) {
-            Some(f) if f.node.ino == ino && node.data_in_upper() => Ok(Attr {
-                ino,
-                stat: sys::fstat(f.real_fd()?.as_fd())?,
-            }),
+            Some(f) if f.node.ino == ino && node.data_in_upper() && !self.is_indexed(&node) => {
+                Ok(Attr {
+                    ino,
+                    stat: sys::fstat(f.real_fd()?.as_fd())?,
+                    shared: false,
+                })
+            }
             _ => self.attr_of(&node),
         }
     }
@@ -103,6 +116,11 @@ impl Overlay {
             .filter(|f| f.node.ino == ino && node.data_in_upper())
             .map(|f| f.real_fd())
             .transpose()?;
+        // An indexed file's name gets its upper link first, as the kernel's
+        // ovl_setattr copies the name up whatever the fd.
+        if node.link_up_pending() {
+            self.copy_up_meta(&node)?;
+        }
         let upper = match open_upper {
             Some(fd) => fd,
             None => match node.upper()? {
@@ -191,8 +209,18 @@ impl Overlay {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let node = self.node(ino)?;
         self.check_writable()?;
-        let upper = self.copy_up_meta(&node)?;
+        let upper = self.xattr_upper(&node)?;
         sys::setxattr(upper.as_fd(), &self.xattr.to_real(name), value, flags)
+    }
+
+    /// Where an xattr change goes: the inode's upper object if it has one (an
+    /// indexed file's names are not linked up for it, as in the kernel's
+    /// ovl_xattr_set), else a metadata copy-up.
+    fn xattr_upper(&self, node: &Arc<Node>) -> Result<Arc<std::os::fd::OwnedFd>> {
+        match node.upper()? {
+            Some(u) if node.link_up_pending() => Ok(u),
+            _ => self.copy_up_meta(node),
+        }
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
@@ -203,7 +231,7 @@ impl Overlay {
         if !node.has_upper() {
             sys::getxattr(node.top_fd()?.as_fd(), &real)?;
         }
-        let upper = self.copy_up_meta(&node)?;
+        let upper = self.xattr_upper(&node)?;
         sys::removexattr(upper.as_fd(), &real)
     }
 }

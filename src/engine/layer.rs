@@ -55,6 +55,10 @@ pub enum SetupError {
          remove the upper and work directories' contents or the incompat directory to mount again"
     )]
     Incompat(PathBuf, String),
+    #[error("{0}: index=on cannot use this: {1}")]
+    IndexMismatch(PathBuf, &'static str),
+    #[error("{0}: bad index entry ({1}); remove the index directory or mount with index=off")]
+    BadIndex(PathBuf, &'static str),
 }
 
 pub(super) struct Setup {

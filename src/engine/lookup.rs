@@ -48,6 +48,12 @@ pub struct Resolved {
     /// (leaf nodes refer to them instead of holding fds of their own).
     pub upper_dir: Option<Arc<OwnedFd>>,
     pub lower_dirs: Vec<Option<Arc<OwnedFd>>>,
+    /// index=on, a lower non-directory with several links: its index entry's
+    /// name (whether or not the entry exists yet).
+    pub index_name: Option<OsString>,
+    /// The index entry a name without an upper object of its own shows (the
+    /// copy another of its names brought up).
+    pub index: Option<(OwnedFd, Stat)>,
 }
 
 /// What the lower layers are searched for.
@@ -126,6 +132,7 @@ impl Resolved {
     pub fn stat(&self) -> Option<&Stat> {
         self.upper
             .as_ref()
+            .or(self.index.as_ref())
             .map(|(_, s)| s)
             .or_else(|| self.lowers.first().map(|(_, _, s)| s))
     }
@@ -153,9 +160,15 @@ impl Resolved {
     /// Identity under which the node table finds this object: the upper object
     /// if there is one (copy-up re-keys a node to it), else the top lower one.
     fn key(&self, parent: &Node, name: &OsStr) -> Key {
-        match (&self.upper, self.lowers.first()) {
+        match (
+            self.upper.as_ref().or(self.index.as_ref()),
+            self.lowers.first(),
+        ) {
             (Some((_, s)), _) => Key::new(s.st_dev, s.st_ino),
-            (None, Some((_, _, s))) if !is_dir(s) && s.st_nlink > 1 => {
+            // Without an index the kernel gives each name its own inode.
+            (None, Some((_, _, s)))
+                if !is_dir(s) && s.st_nlink > 1 && self.index_name.is_none() =>
+            {
                 let mut h = std::hash::DefaultHasher::new();
                 (parent.ino, name).hash(&mut h);
                 Key {
@@ -223,6 +236,73 @@ impl Overlay {
         name: &OsStr,
         probe_below: bool,
     ) -> Result<Resolved> {
+        let mut r = self.resolve_layers(parent, name, probe_below)?;
+        if self.index.is_some() {
+            self.find_index(&mut r)?;
+        }
+        Ok(r)
+    }
+
+    /// The index side of a resolution (index=on): whether an upper file is an
+    /// index entry's hard link, or where a lower hard-linked file's copy is.
+    fn find_index(&self, r: &mut Resolved) -> Result<()> {
+        let Some(index) = &self.index else {
+            return Ok(());
+        };
+        if let Some((fd, st)) = &r.upper {
+            // An indexed upper file is linked from the index too: nlink >= 2.
+            if is_dir(st) || st.st_nlink < 2 {
+                return Ok(());
+            }
+            let Ok(v) = sys::getxattr(fd.as_fd(), &self.xattr.name("origin")) else {
+                return Ok(());
+            };
+            let iname = super::index::hex_name(&v);
+            if !v.is_empty()
+                && let Ok(ist) = sys::fstatat(index.as_fd(), &iname)
+                && (ist.st_dev, ist.st_ino) == (st.st_dev, st.st_ino)
+            {
+                r.index_name = Some(iname);
+            }
+            return Ok(());
+        }
+        let Some((layer, fd, st)) = r.lowers.first() else {
+            return Ok(());
+        };
+        if is_dir(st) || st.st_nlink < 2 {
+            return Ok(());
+        }
+        let v = self.origin_value(*layer, fd.as_fd());
+        if v.is_empty() {
+            return Ok(());
+        }
+        let iname = super::index::hex_name(&v);
+        if let Some((ifd, ist)) = probe(index.as_fd(), &iname)? {
+            if whiteout::is_whiteout_stat(&ist)
+                || ist.st_mode & libc::S_IFMT != st.st_mode & libc::S_IFMT
+            {
+                tracing::warn!(?iname, "bad index entry for a lower file");
+                return Err(Errno::EIO);
+            }
+            if self.is_metacopy_file(ifd.as_fd(), &ist)? {
+                // Metadata copied up, the data still the lower's (or below it).
+                if !r.metacopy {
+                    let dup = fd.try_clone().map_err(Errno::from)?;
+                    r.data = Some((*layer, dup, *st));
+                    r.metacopy = true;
+                }
+            } else {
+                r.metacopy = false;
+                r.data = None;
+            }
+            r.origin = Some(Key::new(st.st_dev, st.st_ino));
+            r.index = Some((ifd, ist));
+        }
+        r.index_name = Some(iname);
+        Ok(())
+    }
+
+    fn resolve_layers(&self, parent: &Node, name: &OsStr, probe_below: bool) -> Result<Resolved> {
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
         }
@@ -423,7 +503,11 @@ impl Overlay {
     pub(super) fn node_for(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let kind = r.kind().unwrap_or(0);
         let key = r.key(parent, name);
-        let upper_id = r.upper.as_ref().map(|(_, s)| (s.st_dev, s.st_ino));
+        let upper_id = r
+            .upper
+            .as_ref()
+            .or(r.index.as_ref())
+            .map(|(_, s)| (s.st_dev, s.st_ino));
         let top_lower = r.lowers.first().map(|(_, _, s)| (s.st_dev, s.st_ino));
         let ino_key = r.ino_key(key);
         let node = self.nodes.get_or_insert(
@@ -458,6 +542,8 @@ impl Overlay {
                         impure: false,
                         metacopy: false,
                         data: None,
+                        index_name: None,
+                        link_up_pending: false,
                     },
                     key,
                 )
@@ -471,9 +557,24 @@ impl Overlay {
         st.opaque = r.opaque;
         // Leaves refer to their objects by name in the held directories (so a
         // leaf holds no fd); the newest name found is the one to use.
-        if let Some((fd, ust)) = r.upper {
-            st.upper = Some(RealRef::new(fd, &ust, r.upper_dir.as_ref(), name));
+        st.link_up_pending = r.index.is_some() && r.upper.is_none();
+        // An indexed file's upper object is always reached through its index
+        // entry, whichever of its names was looked up.
+        match (r.upper.or(r.index), &r.index_name, &self.index) {
+            (Some((_, ust)), Some(iname), Some(index)) => {
+                st.upper = Some(RealRef::At {
+                    dir: index.clone(),
+                    name: iname.clone(),
+                    dev: ust.st_dev,
+                    ino: ust.st_ino,
+                });
+            }
+            (Some((fd, ust)), _, _) => {
+                st.upper = Some(RealRef::new(fd, &ust, r.upper_dir.as_ref(), name));
+            }
+            _ => {}
         }
+        st.index_name = r.index_name;
         st.metacopy = r.metacopy;
         st.data = r
             .data
@@ -523,6 +624,8 @@ pub(super) fn root_node(setup: &Setup) -> Result<Node> {
             impure: false,
             metacopy: false,
             data: None,
+            index_name: None,
+            link_up_pending: false,
         },
         Key::new(st.st_dev, st.st_ino),
     ))

@@ -9,6 +9,7 @@ mod copy_up;
 mod dir;
 mod errno;
 mod file;
+mod index;
 mod inode;
 mod layer;
 mod lookup;
@@ -69,6 +70,8 @@ pub struct Overlay {
     work: Option<OwnedFd>,
     /// Held for its in-use lock.
     _workdir: Option<Layer>,
+    /// `W/index` with index=on.
+    index: Option<Arc<OwnedFd>>,
     nodes: NodeTable,
     files: FileTable,
     dirs: readdir::DirTable,
@@ -104,7 +107,7 @@ impl Overlay {
             root,
             layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers),
         );
-        Ok(Overlay {
+        let mut ov = Overlay {
             uuid,
             root_st_ino: nodes.root_st_ino(),
             nodes,
@@ -119,7 +122,12 @@ impl Overlay {
             dirs: readdir::DirTable::default(),
             tmp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
-        })
+            index: None,
+        };
+        if ov.cfg.index {
+            ov.index = ov.open_index()?;
+        }
+        Ok(ov)
     }
 
     /// Install the hook called with a node number whose attributes changed
@@ -158,7 +166,7 @@ impl Overlay {
     /// The kernel's ovl_allow_offline_changes: none of the features that
     /// record lower identities in the upper layer are on.
     fn allow_offline_changes(&self) -> bool {
-        self.cfg.redirect_dir != crate::params::RedirectDir::On
+        self.cfg.redirect_dir != crate::params::RedirectDir::On && self.index.is_none()
     }
 
     fn fsync_data(&self) -> bool {

@@ -142,6 +142,13 @@ pub struct NodeState {
     /// Where a metacopy file's data is; `None` where it could not be found
     /// (a data-only layer without it: open fails with ENOENT).
     pub data: Option<LowerEntry>,
+    /// index=on, a lower non-directory with several links: the name of its
+    /// index entry. All its names share this node, as they share the
+    /// kernel's inode, and `upper` (once copied up) is the index entry.
+    pub index_name: Option<OsString>,
+    /// The name last reached (`parent`/`name`) has no upper hard link to the
+    /// index entry yet: a change through it links it up first.
+    pub link_up_pending: bool,
 }
 
 pub struct Node {
@@ -249,6 +256,18 @@ impl Node {
     pub fn data_in_upper(&self) -> bool {
         let st = self.state.read().unwrap();
         st.upper.is_some() && !st.metacopy
+    }
+
+    pub fn index_name(&self) -> Option<OsString> {
+        self.state.read().unwrap().index_name.clone()
+    }
+
+    pub fn link_up_pending(&self) -> bool {
+        self.state.read().unwrap().link_up_pending
+    }
+
+    pub fn set_link_up_pending(&self, v: bool) {
+        self.state.write().unwrap().link_up_pending = v;
     }
 
     pub fn is_metacopy(&self) -> bool {

@@ -118,6 +118,12 @@ impl Overlay {
 
     /// Decode a stored origin value for an object of type `kind` (S_IFMT bits).
     pub(super) fn decode_origin_value(&self, value: &[u8], kind: u32) -> Option<Key> {
+        self.decode_origin_stat(value, kind)
+            .map(|st| Key::new(st.st_dev, st.st_ino))
+    }
+
+    /// Decode a stored origin value: the stat of the lower object it names.
+    pub(super) fn decode_origin_stat(&self, value: &[u8], kind: u32) -> Option<Stat> {
         let fb = OvlFb::decode(value).ok()?;
         // With uuid=off only null-UUID origins decode (any layer: one filesystem);
         // otherwise a null UUID matches nothing, as such layers cannot be told apart.
@@ -156,7 +162,7 @@ impl Overlay {
                 tracing::warn!("invalid origin: type differs from the upper object");
                 return None;
             }
-            return Some(Key::new(st.st_dev, st.st_ino));
+            return Some(st);
         }
         None
     }

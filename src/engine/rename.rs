@@ -67,6 +67,11 @@ impl Overlay {
         let nfd = self.upper_dir(&np)?;
         if exchange {
             self.copy_up_meta(plan.dst.node.as_ref().ok_or(Errno::ENOENT)?)?;
+        } else if let Some(d) = &plan.dst.node
+            && self.is_indexed(d)
+        {
+            // Replaced: it loses a name, counted in its upper inode (as unlink).
+            self.copy_up_meta(d)?;
         }
 
         let _g = lock_pair(&op, &np);
@@ -127,6 +132,7 @@ impl Overlay {
         // opaque copy first, so the real rename replaces an empty directory.
         // What the target name held loses it: keep it reachable for open files.
         if let Some(d) = &dst.node {
+            self.nlink_start(d)?;
             d.pin_upper();
         }
         let cleared = if dst_dir && dst.r.upper.is_some() && !dst.r.lowers.is_empty() {
@@ -156,6 +162,9 @@ impl Overlay {
             self.remove_work_tree(&tmp);
         }
         set_place(&src_node, &np, &nfd, new_name);
+        if let Some(d) = &dst.node {
+            self.nlink_end(d);
+        }
         self.forget_if_gone(dst.node);
         Ok(())
     }
@@ -404,7 +413,10 @@ fn set_place(node: &Node, parent: &Arc<Node>, parent_upper: &Arc<OwnedFd>, name:
     let mut st = node.state.write().unwrap();
     st.parent = Some(parent.clone());
     st.name = name.to_os_string();
-    if let Some(RealRef::At { dir, name: n, .. }) = &mut st.upper {
+    // An indexed file's upper object is its index entry, which does not move.
+    if st.index_name.is_none()
+        && let Some(RealRef::At { dir, name: n, .. }) = &mut st.upper
+    {
         *dir = parent_upper.clone();
         *n = name.to_os_string();
     }

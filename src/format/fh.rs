@@ -13,7 +13,7 @@ pub const FLAG_BIG_ENDIAN: u8 = 1 << 0;
 pub const FLAG_ANY_ENDIAN: u8 = 1 << 1;
 /// The handle refers to an upper-layer object (index entries of directories).
 pub const FLAG_PATH_UPPER: u8 = 1 << 2;
-const HEADER: usize = 5 + 16;
+pub const HEADER: usize = 5 + 16;
 
 /// A decoded `ovl_fb`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,14 @@ use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
 /// explicit invalidation.
 const TTL: Duration = Duration::from_secs(1);
 
+/// How long the kernel may cache a node's entry and attributes: not at all for
+/// an inode several names share where the name used matters (index=on hard
+/// links: a change links up the name it came through, so every path walk must
+/// tell us the name).
+fn ttl(a: &Attr) -> Duration {
+    if a.shared { Duration::ZERO } else { TTL }
+}
+
 pub struct OverlayFs {
     ovl: Arc<Overlay>,
 }
@@ -147,7 +155,7 @@ impl OverlayFs {
             Err(e) => return reply.error(self.fail(op, e)),
         };
         match self.ovl.getattr(n.ino) {
-            Ok(a) => reply.entry(&TTL, &to_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl(&a), &to_attr(&a), Generation(0)),
             Err(e) => {
                 self.ovl.forget(n.ino, 1);
                 reply.error(self.fail(op, e))
@@ -179,7 +187,7 @@ impl Filesystem for OverlayFs {
             None => self.ovl.getattr(ino.0),
         };
         match r {
-            Ok(a) => reply.attr(&TTL, &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&ttl(&a), &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
     }
@@ -212,7 +220,7 @@ impl Filesystem for OverlayFs {
             fh: fh.map(|f| f.0),
         };
         match self.ovl.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&TTL, &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&ttl(&a), &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
@@ -540,7 +548,7 @@ impl Filesystem for OverlayFs {
             });
         match r {
             Ok((a, fh)) => reply.created(
-                &TTL,
+                &ttl(&a),
                 &to_attr(&a),
                 Generation(0),
                 FileHandle(fh),

@@ -500,3 +500,54 @@ pub fn render(t: &Tree) -> String {
         })
         .collect()
 }
+
+/// The index directory of a workdir (`index=on`), comparable across two
+/// copies of a fixture: entry names are file handles, which differ between
+/// copies, so each entry is keyed by the upper paths that are hard links to
+/// it (`index[a/b+c]`), or by its content when no upper name links to it.
+/// `#` entries (temporaries, the kernel's shared whiteout) are left out.
+pub fn index_snapshot(index: &Path, upper: &Path) -> Tree {
+    let mut by_inode: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+    for (rel, _) in snapshot(upper, SnapMode::Layer).0 {
+        if let Ok(md) = std::fs::symlink_metadata(upper.join(&rel))
+            && !md.is_dir()
+        {
+            by_inode.entry((md.dev(), md.ino())).or_default().push(rel);
+        }
+    }
+    let mut t = Tree::default();
+    let Ok(rd) = std::fs::read_dir(index) else {
+        return t;
+    };
+    let mut names: Vec<_> = rd.flatten().map(|d| d.file_name()).collect();
+    names.sort();
+    for n in names {
+        if n.as_bytes().starts_with(b"#") {
+            continue;
+        }
+        let p = index.join(&n);
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let e = entry_of(&p, SnapMode::Layer).unwrap_or_else(|err| {
+            let mut e = error_entry();
+            e.error = Some(err);
+            e
+        });
+        let key = match by_inode.get(&(md.dev(), md.ino())) {
+            Some(paths) => format!("index[{}]", paths.join("+")),
+            None => {
+                let base = format!("index[unlinked {:?}]", e.content);
+                let mut key = base.clone();
+                let mut i = 1;
+                while t.0.contains_key(&key) {
+                    i += 1;
+                    key = format!("{base} #{i}");
+                }
+                key
+            }
+        };
+        t.0.insert(key, e);
+    }
+    t
+}
