@@ -41,15 +41,16 @@ OPTIONS (-o, comma separated; empty entries are ignored):
   lowerdir=L1::D1::D2    data-only layers after ::, reached only by metacopy redirects
   index=on|off           on: hard links of lower files survive copy-up, through W/index
                          as the kernel's index=on (default off, as the kernel)
-  nfs_export=off, verity=off
-                         accepted; other values are NOT SUPPORTED YET and refused
+  verity=off|on|require  fs-verity digests of metacopy data: recorded and checked (on),
+                         required (require); default off, as the kernel
+  nfs_export=off         accepted; nfs_export=on is NOT SUPPORTED YET and refused
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
 same across copy-up and remount.
 
 A move whose redirect would exceed 256 bytes copies the directory tree up instead.
 
-NOT SUPPORTED YET: nfs_export, verity, POSIX ACL enforcement, running as an
+NOT SUPPORTED YET: nfs_export, POSIX ACL enforcement, running as an
 ordinary user.
 
 EXAMPLES:

@@ -44,6 +44,18 @@ pub enum UuidMode {
     Auto,
 }
 
+/// `verity=`: fs-verity digests of metacopy files' data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verity {
+    /// Digests are neither written nor checked.
+    Off,
+    /// Written where the data file has fs-verity; checked where present.
+    On,
+    /// As on, and a metacopy file must have one: copy-up copies data where
+    /// it cannot record a digest, and opening one without a digest fails.
+    Require,
+}
+
 /// `xino=`: how inode numbers from several filesystems are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Xino {
@@ -63,6 +75,7 @@ pub struct Config {
     pub metacopy: bool,
     /// Hard links of lower files survive copy-up, through `W/index` (`index=on`).
     pub index: bool,
+    pub verity: Verity,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     /// `ro` given, or no upper layer.
@@ -243,6 +256,7 @@ impl Config {
             data_lowers: Vec::new(),
             metacopy: false,
             index: false,
+            verity: Verity::Off,
             upper: None,
             work: None,
             read_only: false,
@@ -441,15 +455,19 @@ impl Config {
                     }
                 }
             }
-            "verity" => match need(value)?.as_str() {
-                "off" => {}
-                _ => {
-                    return Err(ParamError::Unsupported(
-                        opt.into(),
-                        "verity=off (no metacopy yet)",
-                    ));
+            "verity" => {
+                self.verity = match need(value)?.as_str() {
+                    "off" => Verity::Off,
+                    "on" => Verity::On,
+                    "require" => Verity::Require,
+                    v => {
+                        return Err(ParamError::BadValue(
+                            opt.into(),
+                            format!("\"{v}\" is not off, on or require"),
+                        ));
+                    }
                 }
-            },
+            }
             "fsname" | "subtype" | "context" | "fscontext" | "defcontext" | "rootcontext" => {
                 // Labels and names: passed through to the kernel mount as given.
                 self.fuse_options.push(opt.into());
@@ -502,6 +520,16 @@ mod tests {
             ParamError::BadValue(..)
         ));
         assert!(Config::parse(&["lowerdir=/a,index=on"]).unwrap().index);
+        assert_eq!(
+            Config::parse(&["lowerdir=/a,verity=require"])
+                .unwrap()
+                .verity,
+            Verity::Require
+        );
+        assert!(matches!(
+            Config::parse(&["lowerdir=/a,verity=maybe"]).unwrap_err(),
+            ParamError::BadValue(..)
+        ));
         assert!(matches!(
             Config::parse(&["lowerdir=/a,userxattr,redirect_dir=on"]).unwrap_err(),
             ParamError::Conflict(..)

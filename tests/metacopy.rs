@@ -193,3 +193,91 @@ fn data_only_layers_are_reached_through_redirects_alone() {
         "missing data: open fails ENOENT"
     );
 }
+
+/// verity=: digests are checked where recorded, required with `require`.
+/// This kernel has no fs-verity, so no digest can be measured: a recorded one
+/// fails the open (EIO), and verity=require copies data up instead of
+/// metadata only; ovlfs and the kernel must agree on all of it.
+#[test]
+fn verity_modes_agree_with_the_kernel() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let d = s.subdir("verity");
+    let (l, u, w, m) = (d.join("l"), d.join("u"), d.join("w"), d.join("m"));
+    for p in [&l, &u, &w, &m] {
+        fs::create_dir_all(p).unwrap();
+    }
+    for n in ["plain", "digest", "copied"] {
+        fs::write(l.join(n), format!("data of {n}")).unwrap();
+    }
+    let ls = std::slice::from_ref(&l);
+    // Two metacopy files, one then given a (fake sha256) digest.
+    mount_ovlfs(ls, Some(&u), Some(&w), &m, &["metacopy=on"]).unwrap();
+    for n in ["plain", "digest"] {
+        std::os::unix::fs::lchown(m.join(n), Some(7), Some(7)).unwrap();
+    }
+    unmount(&m).unwrap();
+    let mut digest = vec![0u8, 36, 0, 1];
+    digest.extend_from_slice(&[0xab; 32]);
+    set_xattr(&u.join("digest"), "trusted.overlay.metacopy", &digest);
+
+    let mut seen = Vec::new();
+    for kernel in [false, true] {
+        let mount = if kernel { mount_kernel } else { mount_ovlfs };
+        let mut got = Vec::new();
+        for verity in ["verity=off", "verity=on", "verity=require"] {
+            mount(ls, Some(&u), Some(&w), &m, &["metacopy=on", verity]).unwrap();
+            for n in ["plain", "digest"] {
+                let read = fs::read_to_string(m.join(n)).map_err(|e| e.raw_os_error());
+                let owner = fs::metadata(m.join(n)).map(|md| md.uid()).ok();
+                got.push((verity, n, read, owner));
+            }
+            unmount(&m).unwrap();
+        }
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1], "ovlfs and the kernel agree");
+    let expect_eio = [
+        ("verity=on", "digest"),
+        ("verity=require", "plain"),
+        ("verity=require", "digest"),
+    ];
+    for (verity, n, read, owner) in &seen[0] {
+        assert_eq!(*owner, Some(7), "{verity} {n}: stat works");
+        if expect_eio.contains(&(*verity, *n)) {
+            assert_eq!(*read, Err(Some(libc::EIO)), "{verity} {n}");
+        } else {
+            assert_eq!(*read, Ok(format!("data of {n}")), "{verity} {n}");
+        }
+    }
+
+    // verity=require with nothing to record: chown copies the data up.
+    for kernel in [false, true] {
+        let (u2, w2) = (d.join(format!("u{kernel}")), d.join(format!("w{kernel}")));
+        fs::create_dir_all(&u2).unwrap();
+        fs::create_dir_all(&w2).unwrap();
+        let mount = if kernel { mount_kernel } else { mount_ovlfs };
+        mount(
+            ls,
+            Some(&u2),
+            Some(&w2),
+            &m,
+            &["metacopy=on", "verity=require"],
+        )
+        .unwrap();
+        std::os::unix::fs::lchown(m.join("copied"), Some(7), None).unwrap();
+        unmount(&m).unwrap();
+        assert_eq!(
+            fs::read_to_string(u2.join("copied")).unwrap(),
+            "data of copied",
+            "kernel={kernel}: data in the upper"
+        );
+        let x = common::cstr(&u2.join("copied"));
+        let name = std::ffi::CString::new("trusted.overlay.metacopy").unwrap();
+        // SAFETY: valid C strings; a null buffer asks for the size only.
+        let r = unsafe { libc::lgetxattr(x.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        assert_eq!(r, -1, "kernel={kernel}: no metacopy mark");
+    }
+}

@@ -87,6 +87,21 @@ impl Overlay {
         let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
         let lower_fd = lower.fd()?;
         let st = sys::fstat(lower_fd.as_fd())?;
+        // The metacopy mark, with a digest where verity asks for one; data is
+        // copied after all where verity=require finds none to record.
+        let (how, meta_value) = match how {
+            CopyUp::Meta if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+                let data = node.data_fd()?;
+                match self.metacopy_value(data.as_ref().map(|d| d.as_fd())) {
+                    Some(v) => (how, v),
+                    None => (CopyUp::Full, Vec::new()),
+                }
+            }
+            _ => (how, Vec::new()),
+        };
+        if how == CopyUp::Full && node.is_metacopy() {
+            self.validate_verity(node)?;
+        }
         // Data comes from the data file below a lower metacopy file.
         let data = (st.st_mode & libc::S_IFMT == libc::S_IFREG && how == CopyUp::Full)
             .then(|| node.data_fd()?.ok_or(Errno::ENOENT))
@@ -106,6 +121,7 @@ impl Overlay {
             &tmp,
             how,
             origin,
+            &meta_value,
         );
         if let Err(e) = built {
             let _ = super::remove_tree(work.as_fd(), &tmp);
@@ -188,6 +204,7 @@ impl Overlay {
         tmp: &OsStr,
         how: CopyUp,
         origin: Option<Vec<u8>>,
+        meta_value: &[u8],
     ) -> Result<()> {
         let perm = st.st_mode & 0o7777;
         match st.st_mode & libc::S_IFMT {
@@ -218,7 +235,7 @@ impl Overlay {
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         self.copy_metadata(src, st, work, tmp, dst.as_fd())?;
         if how == CopyUp::Meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            sys::setxattr(dst.as_fd(), &self.xattr.name("metacopy"), b"", 0)?;
+            sys::setxattr(dst.as_fd(), &self.xattr.name("metacopy"), meta_value, 0)?;
         }
         match origin {
             Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),

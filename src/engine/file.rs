@@ -78,6 +78,8 @@ impl Overlay {
         if node.is_dir() {
             return Err(Errno::EISDIR);
         }
+        // A metacopy file's data is checked against its digest first (verity=).
+        self.validate_verity(&node)?;
         if wants_write(flags) {
             self.check_writable()?;
             let how = if flags & libc::O_TRUNC != 0 && !node.has_upper() {

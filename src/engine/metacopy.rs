@@ -16,6 +16,7 @@ use super::lookup::{Below, LayerDir, probe, walk_dirs};
 use super::node::{LowerEntry, Node};
 use super::{Errno, Overlay, Result};
 use crate::format::whiteout;
+use crate::params::Verity;
 use crate::sys::{self, Stat};
 
 /// Where a metacopy file's data turned out to be.
@@ -44,6 +45,55 @@ impl Overlay {
             }
             Ok(_) => Ok(true),
             Err(_) => Ok(false),
+        }
+    }
+
+    /// The `metacopy` value for a copy-up whose data stays in `data`: empty,
+    /// or with the data's fs-verity digest (verity=on|require). `None`:
+    /// verity=require and the data has no digest, so the data must be copied
+    /// (the kernel's ovl_need_meta_copy_up).
+    pub(super) fn metacopy_value(&self, data: Option<BorrowedFd<'_>>) -> Option<Vec<u8>> {
+        if self.cfg.verity == Verity::Off {
+            return Some(Vec::new());
+        }
+        match data.map(sys::measure_verity) {
+            Some(Ok((algo, digest))) => {
+                let mut v = vec![0, (4 + digest.len()) as u8, 0, algo];
+                v.extend_from_slice(&digest);
+                Some(v)
+            }
+            _ if self.cfg.verity == Verity::Require => None,
+            _ => Some(Vec::new()),
+        }
+    }
+
+    /// Before a metacopy file's data is read or copied up: with verity=on a
+    /// recorded digest must match the data's fs-verity digest, with
+    /// verity=require one must be recorded (the kernel's ovl_validate_verity).
+    pub(super) fn validate_verity(&self, node: &Node) -> Result<()> {
+        if self.cfg.verity == Verity::Off || !node.is_metacopy() {
+            return Ok(());
+        }
+        let meta =
+            sys::getxattr(node.top_fd()?.as_fd(), &self.xattr.name("metacopy")).unwrap_or_default();
+        if meta.len() <= 4 || meta[3] == 0 {
+            if self.cfg.verity == Verity::Require {
+                tracing::warn!("metacopy file has no digest (verity=require)");
+                return Err(Errno::EIO);
+            }
+            return Ok(());
+        }
+        let data = node.data_fd()?.ok_or(Errno::EIO)?;
+        match sys::measure_verity(data.as_fd()) {
+            Ok((algo, digest)) if algo == meta[3] && digest == meta[4..] => Ok(()),
+            Ok(_) => {
+                tracing::warn!("lower file has the wrong fs-verity digest");
+                Err(Errno::EIO)
+            }
+            Err(e) => {
+                tracing::warn!(%e, "lower file has no fs-verity digest");
+                Err(Errno::EIO)
+            }
         }
     }
 
@@ -119,6 +169,7 @@ impl Overlay {
         if !node.is_metacopy() {
             return Ok(());
         }
+        self.validate_verity(node)?;
         let upper = node.upper()?.ok_or(Errno::EIO)?;
         let data = node.data_fd()?.ok_or(Errno::ENOENT)?;
         let size = sys::fstat(upper.as_fd())?.st_size as u64;

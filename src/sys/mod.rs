@@ -397,6 +397,22 @@ pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> Result<i64, Errno> {
 }
 
 /// Clone all of `src` into `dst` (reflink); fails with EOPNOTSUPP/EXDEV where unsupported.
+/// The fs-verity digest of a file: (algorithm, digest). EOPNOTSUPP or
+/// ENODATA where the filesystem or the file has none.
+pub fn measure_verity(fd: BorrowedFd<'_>) -> Result<(u8, Vec<u8>), Errno> {
+    const MAX_DIGEST: usize = 64;
+    // struct fsverity_digest { u16 algorithm; u16 size; u8 digest[] }: _IOWR('f', 134, 4 bytes).
+    const FS_IOC_MEASURE_VERITY: libc::c_ulong = 0xc004_6686;
+    let mut buf = [0u8; 4 + MAX_DIGEST];
+    buf[2..4].copy_from_slice(&(MAX_DIGEST as u16).to_ne_bytes());
+    let file = reopen(fd, libc::O_RDONLY)?;
+    // SAFETY: the buffer holds the header and MAX_DIGEST bytes, as announced in it.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_MEASURE_VERITY, buf.as_mut_ptr()) })?;
+    let algo = u16::from_ne_bytes([buf[0], buf[1]]);
+    let size = (u16::from_ne_bytes([buf[2], buf[3]]) as usize).min(MAX_DIGEST);
+    Ok((algo as u8, buf[4..4 + size].to_vec()))
+}
+
 pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: FICLONE takes the source fd as its argument.
     check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) })
