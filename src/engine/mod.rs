@@ -72,6 +72,8 @@ pub struct Overlay {
     _workdir: Option<Layer>,
     /// `W/index` with index=on.
     index: Option<Arc<OwnedFd>>,
+    /// xino=on in effect (layers on several filesystems).
+    xino_on: bool,
     nodes: NodeTable,
     files: FileTable,
     dirs: readdir::DirTable,
@@ -103,10 +105,11 @@ impl Overlay {
             &setup.lowers,
             setup.work.is_some(),
         );
-        let nodes = NodeTable::new(
-            root,
-            layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers),
-        );
+        let scheme = layer::ino_scheme(cfg.xino, setup.upper.as_ref(), &setup.lowers);
+        // The kernel drops an xino=on that has nothing to do (one filesystem).
+        let xino_on =
+            cfg.xino == crate::params::Xino::On && matches!(scheme, node::InoScheme::Xino { .. });
+        let nodes = NodeTable::new(root, scheme);
         let mut ov = Overlay {
             uuid,
             root_st_ino: nodes.root_st_ino(),
@@ -123,6 +126,7 @@ impl Overlay {
             tmp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
             index: None,
+            xino_on,
         };
         if ov.cfg.index {
             ov.index = ov.open_index()?;
@@ -166,7 +170,9 @@ impl Overlay {
     /// The kernel's ovl_allow_offline_changes: none of the features that
     /// record lower identities in the upper layer are on.
     fn allow_offline_changes(&self) -> bool {
-        self.cfg.redirect_dir != crate::params::RedirectDir::On && self.index.is_none()
+        self.cfg.redirect_dir != crate::params::RedirectDir::On
+            && self.index.is_none()
+            && !self.xino_on
     }
 
     fn fsync_data(&self) -> bool {
