@@ -110,6 +110,18 @@ pub enum ParamError {
     Missing(&'static str),
 }
 
+/// The value of an on/off option.
+fn on_off(opt: &str, v: &str) -> Result<bool, ParamError> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        v => Err(ParamError::BadValue(
+            opt.into(),
+            format!("\"{v}\" is not on or off"),
+        )),
+    }
+}
+
 /// Generic options handed to the kernel's FUSE mount unchanged.
 const PASSTHROUGH_FLAGS: &[&str] = &[
     "suid",
@@ -400,30 +412,8 @@ impl Config {
                     }
                 }
             }
-            "metacopy" => {
-                self.metacopy = match need(value)?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => {
-                        return Err(ParamError::BadValue(
-                            opt.into(),
-                            format!("\"{v}\" is not on or off"),
-                        ));
-                    }
-                }
-            }
-            "index" => {
-                self.index = match need(value)?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => {
-                        return Err(ParamError::BadValue(
-                            opt.into(),
-                            format!("\"{v}\" is not on or off"),
-                        ));
-                    }
-                }
-            }
+            "metacopy" => self.metacopy = on_off(opt, &need(value)?)?,
+            "index" => self.index = on_off(opt, &need(value)?)?,
             "nfs_export" => match need(value)?.as_str() {
                 "off" => {}
                 _ => return Err(ParamError::Unsupported(opt.into(), "the value off")),
