@@ -26,6 +26,7 @@ OPTIONS (-o, comma separated; empty entries are ignored):
   suid,nosuid,dev,nodev,exec,noexec,atime,noatime,sync,async,dirsync
                          generic mount flags (dev and suid are on by default, as in the kernel)
   threads=N              worker threads serving requests (default 4)
+  timeout=SECONDS        how long the kernel caches names and attributes (default 60)
   debug                  log every request (same as -d)
   redirect_dir=on|follow|nofollow|off
                          on (default): renaming a lower or merged directory writes a

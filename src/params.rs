@@ -94,6 +94,8 @@ pub struct Config {
     pub debug: bool,
     /// Worker threads serving FUSE requests.
     pub threads: usize,
+    /// How long the kernel may cache names (negative ones too) and attributes.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -109,6 +111,11 @@ pub enum ParamError {
     #[error("missing option: {0}")]
     Missing(&'static str),
 }
+
+/// The daemon makes every change to the layers itself (lower layers are
+/// read-only by contract) and tells the kernel where its caches go stale, so
+/// names and attributes can be cached long.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The value of an on/off option.
 fn on_off(opt: &str, v: &str) -> Result<bool, ParamError> {
@@ -281,6 +288,7 @@ impl Config {
             fuse_options: Vec::new(),
             debug: false,
             threads: 4,
+            timeout: DEFAULT_TIMEOUT,
         };
         let mut have_lower = false;
         let mut redirect_explicit = false;
@@ -385,6 +393,17 @@ impl Config {
             }
             "allow_other" | "allow_root" if value.is_none() => self.allow_other = true,
             "debug" if value.is_none() => self.debug = true,
+            "timeout" | "entry_timeout" | "attr_timeout" => {
+                let v = need(value)?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s <= 1e6)
+                    .ok_or_else(|| {
+                        ParamError::BadValue(opt.into(), "not a number of seconds".into())
+                    })?;
+                self.timeout = std::time::Duration::from_secs_f64(secs);
+            }
             "threads" | "threaded" => {
                 let v = need(value)?;
                 let n: usize = v

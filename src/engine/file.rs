@@ -111,6 +111,27 @@ impl Overlay {
         Ok(self.register_open(node, flags, real, on_upper))
     }
 
+    /// The upper file the kernel may read and write directly for this open
+    /// (FUSE passthrough), opened read-write because every passthrough open
+    /// of the inode shares it. `None` where the data is not in the upper
+    /// layer: such files are served here, so reads follow a later copy-up.
+    pub fn backing_file(&self, fh: u64) -> Option<OwnedFd> {
+        let f = self.files.get(fh)?;
+        if f.node.kind != libc::S_IFREG {
+            return None;
+        }
+        // Nothing is ever copied up on a read-only mount: lower data too.
+        if self.read_only() {
+            let data = f.node.data_fd().ok()??;
+            return sys::reopen(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
+        }
+        if !f.node.data_in_upper() || !f.on_upper.load(Ordering::Relaxed) {
+            return None;
+        }
+        let up = f.node.upper().ok()??;
+        sys::reopen(up.as_fd(), libc::O_RDWR | libc::O_LARGEFILE).ok()
+    }
+
     pub(super) fn register_open(
         &self,
         node: Arc<Node>,

@@ -198,7 +198,12 @@ impl Overlay {
             ino: parent,
             kind: libc::S_IFDIR,
         });
-        v.extend(self.merged_entries(node, true)?);
+        // In name order: the same contents always give the same offsets, so the
+        // kernel's cached listing (FOPEN_CACHE_DIR) can be continued from a
+        // later open even after copy-ups moved entries between layers.
+        let mut entries = self.merged_entries(node, true)?;
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        v.extend(entries);
         Ok(v)
     }
 

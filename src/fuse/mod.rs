@@ -10,33 +10,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
 
-/// How long the kernel may keep names and attributes without asking again.
-/// The daemon makes every change itself; a later issue raises these with
-/// explicit invalidation.
-const TTL: Duration = Duration::from_secs(1);
+mod io_mode;
 
-/// How long the kernel may cache a node's entry and attributes: not at all for
-/// an inode several names share where the name used matters (index=on hard
-/// links: a change links up the name it came through, so every path walk must
-/// tell us the name).
-fn ttl(a: &Attr) -> Duration {
-    if a.shared { Duration::ZERO } else { TTL }
-}
+use io_mode::{Decision, IoModes};
 
 pub struct OverlayFs {
     ovl: Arc<Overlay>,
+    /// Passthrough or daemon-served, per open inode.
+    io: IoModes,
+    /// How long the kernel may keep names, missing names and attributes
+    /// without asking again (`timeout=`).
+    ttl: Duration,
 }
 
 impl OverlayFs {
     /// Requests are logged by fuser itself at debug level (`-d`).
     pub fn new(ovl: Arc<Overlay>) -> Self {
-        OverlayFs { ovl }
+        let ttl = ovl.config().timeout;
+        OverlayFs {
+            ovl,
+            ttl,
+            io: IoModes::default(),
+        }
+    }
+
+    /// How long the kernel may cache a node's entry and attributes: not at all
+    /// for an inode several names share where the name used matters (index=on
+    /// hard links: a change links up the name it came through, so every path
+    /// walk must tell us the name).
+    fn ttl(&self, a: &Attr) -> Duration {
+        if a.shared { Duration::ZERO } else { self.ttl }
     }
 }
 
@@ -89,6 +98,27 @@ fn to_attr(a: &Attr) -> FileAttr {
         gid: s.st_gid,
         rdev: s.st_rdev as u32,
         blksize: s.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// The attributes of a negative entry: node id 0 means "no such name".
+fn missing_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
         flags: 0,
     }
 }
@@ -155,7 +185,7 @@ impl OverlayFs {
             Err(e) => return reply.error(self.fail(op, e)),
         };
         match self.ovl.getattr(n.ino) {
-            Ok(a) => reply.entry(&ttl(&a), &to_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl(&a), &to_attr(&a), Generation(0)),
             Err(e) => {
                 self.ovl.forget(n.ino, 1);
                 reply.error(self.fail(op, e))
@@ -168,17 +198,36 @@ impl Filesystem for OverlayFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PASSTHROUGH;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Passthrough backing files sit on the layers' filesystems: one level of
+        // stacking below us (two where a layer is itself on an overlay).
+        if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
+            // Depth 1 keeps a kernel overlay on top of this mount possible.
+            let _ = config.set_max_stack_depth(1);
+        }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_node("lookup", self.ovl.lookup(parent.0, name), reply);
+        match self.ovl.lookup(parent.0, name) {
+            // A missing name is cached too (node id 0): only our own requests
+            // can make it appear.
+            Err(e) if e == Errno::ENOENT && !self.ttl.is_zero() => {
+                reply.entry(&self.ttl, &missing_attr(), Generation(0));
+            }
+            r => self.reply_node("lookup", r, reply),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.ovl.forget(ino.0, nlookup);
+        if self.ovl.node(ino.0).is_err() {
+            self.io.forget(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -187,7 +236,7 @@ impl Filesystem for OverlayFs {
             None => self.ovl.getattr(ino.0),
         };
         match r {
-            Ok(a) => reply.attr(&ttl(&a), &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
     }
@@ -220,7 +269,7 @@ impl Filesystem for OverlayFs {
             fh: fh.map(|f| f.0),
         };
         match self.ovl.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&ttl(&a), &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &self.attr_reply(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
@@ -321,9 +370,24 @@ impl Filesystem for OverlayFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.ovl.open(ino.0, flags.0, &caller(req)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("open", e)),
+        let fh = match self.ovl.open(ino.0, flags.0, &caller(req)) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(self.fail("open", e)),
+        };
+        let backing = || self.ovl.backing_file(fh);
+        match self.io.open(ino.0, backing, |fd| reply.open_backing(fd)) {
+            Decision::Passthrough(id) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
+            }
+            Decision::Daemon { keep_cache } => {
+                // Flush does nothing here: spare the kernel the request.
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+                } else {
+                    FopenFlags::FOPEN_NOFLUSH
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
         }
     }
 
@@ -380,7 +444,7 @@ impl Filesystem for OverlayFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -388,6 +452,7 @@ impl Filesystem for OverlayFs {
         reply: ReplyEmpty,
     ) {
         self.ovl.release(fh.0);
+        self.io.release(ino.0);
         reply.ok();
     }
 
@@ -407,7 +472,12 @@ impl Filesystem for OverlayFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.ovl.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep listings: every change to a directory comes
+            // through a request of ours, which drops its cached listing.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(self.fail("opendir", e)),
         }
     }
@@ -431,6 +501,76 @@ impl Filesystem for OverlayFs {
             }
             Err(e) => reply.error(self.fail("readdir", e)),
         }
+    }
+
+    /// Entries with their attributes (FUSE_DO_READDIRPLUS): each one counts
+    /// as a lookup, which spares `ls -l` and `find` one request per entry.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.ovl.readdir(fh.0, offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(self.fail("readdirplus", e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = (i + 1) as u64;
+            if e.name == "." || e.name == ".." {
+                // The kernel takes neither a node nor a lookup from these.
+                let mut a = missing_attr();
+                a.ino = INodeNo(e.ino);
+                a.kind = FileType::Directory;
+                if reply.add(
+                    INodeNo(e.ino),
+                    off,
+                    &e.name,
+                    &Duration::ZERO,
+                    &a,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            let looked_up = self.ovl.lookup(ino.0, &e.name).and_then(|node| {
+                self.ovl
+                    .getattr(node.ino)
+                    .inspect_err(|_| self.ovl.forget(node.ino, 1))
+            });
+            let a = match looked_up {
+                Ok(a) => a,
+                // Gone since the listing was taken: left out.
+                Err(e) if e == Errno::ENOENT => continue,
+                Err(err) => {
+                    tracing::warn!(name = ?e.name, %err, "readdirplus: lookup failed");
+                    // What was filled goes out; the kernel asks again from here,
+                    // and an error with nothing filled reaches the caller.
+                    if i == offset as usize {
+                        return reply.error(self.fail("readdirplus", err));
+                    }
+                    break;
+                }
+            };
+            let node_ino = a.ino;
+            let full = reply.add(
+                INodeNo(a.ino),
+                off,
+                &e.name,
+                &self.ttl(&a),
+                &to_attr(&a),
+                Generation(0),
+            );
+            if full {
+                // Not sent: the kernel holds no reference for it.
+                self.ovl.forget(node_ino, 1);
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn releasedir(
@@ -546,15 +686,28 @@ impl Filesystem for OverlayFs {
                     self.ovl.forget(n.ino, 1);
                 })
             });
-        match r {
-            Ok((a, fh)) => reply.created(
-                &ttl(&a),
-                &to_attr(&a),
+        let (a, fh) = match r {
+            Ok(x) => x,
+            Err(e) => return reply.error(self.fail("create", e)),
+        };
+        let backing = || self.ovl.backing_file(fh);
+        let (ttl, attr) = (self.ttl(&a), to_attr(&a));
+        match self.io.open(a.ino, backing, |fd| reply.open_backing(fd)) {
+            Decision::Passthrough(id) => reply.created_passthrough(
+                &ttl,
+                &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_NOFLUSH,
+                &id,
             ),
-            Err(e) => reply.error(self.fail("create", e)),
+            Decision::Daemon { .. } => reply.created(
+                &ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_NOFLUSH,
+            ),
         }
     }
 
