@@ -129,7 +129,7 @@ fn raise_readahead(mountpoint: &Path) {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() > 4 && f[4] == mnt).then(|| f[2].to_string())
         })
-        .last();
+        .next_back();
     if let Some(dev) = dev {
         let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
         if let Err(e) = std::fs::write(&path, KIB.to_string()) {
