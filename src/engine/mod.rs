@@ -78,6 +78,8 @@ pub struct Overlay {
     files: FileTable,
     dirs: readdir::DirTable,
     tmp_counter: AtomicU64,
+    /// Most nodes held since memory was last returned to the system.
+    node_peak: std::sync::atomic::AtomicUsize,
     /// st_ino of the mount root.
     root_st_ino: u64,
     /// The `uuid=` mode in effect (see origin::settle_uuid).
@@ -124,6 +126,7 @@ impl Overlay {
             files: FileTable::default(),
             dirs: readdir::DirTable::default(),
             tmp_counter: AtomicU64::new(0),
+            node_peak: Default::default(),
             attr_changed: OnceLock::new(),
             index: None,
             xino_on,
@@ -222,8 +225,19 @@ impl Overlay {
     /// The kernel dropped `n` references to a node.
     pub fn forget(&self, ino: u64, n: u64) {
         self.nodes.forget(ino, n);
+        // When the kernel has let go of most of what it held (memory pressure,
+        // drop_caches), hand the freed memory back to the system.
+        let now = self.nodes.len();
+        let peak = self.node_peak.fetch_max(now, Ordering::Relaxed).max(now);
+        if peak >= TRIM_AFTER_NODES && now < peak / 2 {
+            self.node_peak.store(now, Ordering::Relaxed);
+            sys::release_free_memory();
+        }
     }
 }
+
+/// Node counts from which a drop to half returns freed memory to the system.
+const TRIM_AFTER_NODES: usize = 10_000;
 
 /// Remove `dir/name` and everything below it, without following symlinks.
 pub(crate) fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Result<()> {

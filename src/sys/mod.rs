@@ -507,6 +507,14 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
 /// Raise the open-file limit as far as allowed: nodes hold O_PATH fds (one or
 /// two per inode the kernel caches). Root may raise the hard limit too, up to
 /// the system's nr_open.
+/// Give memory the allocator holds free back to the system (glibc's malloc_trim).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn raise_nofile_limit() {
     let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
