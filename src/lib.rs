@@ -10,3 +10,4 @@ pub mod format;
 pub mod fuse;
 pub mod params;
 pub mod sys;
+pub mod tools;

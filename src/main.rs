@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::Parser;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
 use ovlfs::daemon::{self, MountRequest};
 use ovlfs::params::Config;
 
@@ -60,8 +60,17 @@ EXAMPLES:
   umount /mnt";
 
 #[derive(Parser, Debug)]
-#[command(name = "ovlfs", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "ovlfs",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// Mount options (may be given several times)
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -74,6 +83,67 @@ struct Cli {
     /// [SOURCE] MOUNTPOINT: a source name (as mount.fuse3 passes it) is optional
     #[arg(value_name = "SOURCE|MOUNTPOINT", num_args = 1..=2, required = true)]
     paths: Vec<PathBuf>,
+}
+
+/// Tools that work on layer directories offline. (fsck, export, apply,
+/// commit and reset are NOT SUPPORTED YET.)
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// What an upper layer changes relative to its lowers, as docker diff prints it:
+    /// A added, C changed, D deleted (whiteouts, and entries hidden by an opaque dir)
+    #[command(
+        after_help = "EXAMPLE:\n  ovlfs diff --upper /var/lib/c1/upper --lower /img/l2:/img/l1\n  \
+                            C /etc\n  A /etc/new.conf\n  D /etc/old.conf"
+    )]
+    Diff(DiffArgs),
+}
+
+#[derive(Args, Debug)]
+struct DiffArgs {
+    /// The upper layer
+    #[arg(long, value_name = "DIR")]
+    upper: PathBuf,
+    /// The lower layers, topmost first, separated by ':' (\: escapes a colon)
+    #[arg(long, value_name = "L1:L2:...")]
+    lower: String,
+    /// Print a JSON array of {"kind","path"} instead
+    #[arg(long)]
+    json: bool,
+    /// The layers keep overlay xattrs in user.overlay.* (as mounted with userxattr)
+    #[arg(long)]
+    userxattr: bool,
+    /// Read the layers even while a mounted overlay uses them
+    #[arg(long)]
+    force: bool,
+}
+
+fn run_tool(tool: Tool) -> Result<()> {
+    match tool {
+        Tool::Diff(a) => {
+            let (lowers, data) = ovlfs::params::split_lowerdir(&a.lower)
+                .map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
+            if !data.is_empty() {
+                anyhow::bail!("--lower: data-only layers (::) have no place in a diff");
+            }
+            if !a.force {
+                let mut paths: Vec<&std::path::Path> = vec![a.upper.as_path()];
+                paths.extend(lowers.iter().map(|p| p.as_path()));
+                ovlfs::tools::check_not_mounted(&paths)?;
+            }
+            let changes =
+                ovlfs::tools::diff::diff(&a.upper, &lowers, a.userxattr).context("diff")?;
+            if a.json {
+                println!("{}", ovlfs::tools::diff::to_json(&changes));
+            } else {
+                let mut out = String::new();
+                for c in &changes {
+                    out.push_str(&format!("{} {}\n", c.kind.letter(), c.path.display()));
+                }
+                print!("{out}");
+            }
+            Ok(())
+        }
+    }
 }
 
 fn init_logging(debug: bool) {
@@ -89,6 +159,10 @@ fn init_logging(debug: bool) {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(tool) = cli.tool {
+        init_logging(false);
+        return run_tool(tool);
+    }
     let mut config = Config::parse(&cli.options)?;
     config.debug |= cli.debug;
     init_logging(config.debug);

@@ -198,7 +198,7 @@ fn split_options(s: &str) -> Vec<String> {
 /// Split `lowerdir` at unescaped colons; `\:` is a literal colon, `\\` a
 /// backslash. Layers after a `::` are data-only (reached only through
 /// metacopy redirects); after the first `::` every separator must be `::`.
-fn split_lowerdir(s: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ParamError> {
+pub fn split_lowerdir(s: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ParamError> {
     let bad = |why: &str| ParamError::BadValue("lowerdir".into(), why.into());
     // Split into (path, number of colons after it).
     let mut parts: Vec<(String, usize)> = Vec::new();

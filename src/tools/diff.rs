@@ -1,0 +1,349 @@
+//! `ovlfs diff`: what an upper layer changes relative to its lower layers, as
+//! `docker diff` prints it: `A` added, `C` changed, `D` deleted.
+//!
+//! The upper layer is walked; every entry is compared with what the lower
+//! stack has at the same path (following the upper's redirects, honouring
+//! whiteouts and opaque directories in every layer, the kernel's and the
+//! OCI `.wh.` forms alike):
+//! - a whiteout of a name the lowers have: `D`;
+//! - an entry the lowers have too: `C` (a directory in the upper exists
+//!   because something in it, or it, changed);
+//! - an entry they do not have: `A`, and so is everything shown below an
+//!   added directory (a directory moved here with a redirect brings its
+//!   lower contents along);
+//! - an opaque directory over a lower one: `C`, and `D` for every lower
+//!   entry it hides that the upper does not have again.
+//!
+//! Deleted directories are reported once, not entry by entry, as docker does.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::layers::{ToolError, io_err, open_dir};
+use crate::format::whiteout::{self, WH_OPAQUE};
+use crate::format::xattr::XattrNames;
+use crate::sys::{self, Stat};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One changed path, absolute within the merged view (`/a/b`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+}
+
+/// A directory of a lower layer merged at some path.
+struct LowerDir {
+    fd: OwnedFd,
+}
+
+struct Diff<'a> {
+    xattr: XattrNames,
+    lower_roots: &'a [OwnedFd],
+    upper_path: &'a Path,
+    out: Vec<Change>,
+}
+
+fn is_dir(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn open_sub(dir: BorrowedFd<'_>, name: &OsStr) -> Option<OwnedFd> {
+    sys::openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .ok()
+}
+
+/// List the changes `upper` makes to the stack `lowers` (topmost first).
+pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Change>, ToolError> {
+    let upper_fd = open_dir(upper)?;
+    let lower_roots = lowers
+        .iter()
+        .map(|l| open_dir(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut d = Diff {
+        xattr: XattrNames::new(userxattr),
+        lower_roots: &lower_roots,
+        upper_path: upper,
+        out: Vec::new(),
+    };
+    let roots = lower_roots
+        .iter()
+        .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
+        .map(|fd| LowerDir { fd })
+        .collect::<Vec<_>>();
+    let roots2 = lower_roots
+        .iter()
+        .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
+        .map(|fd| LowerDir { fd })
+        .collect::<Vec<_>>();
+    d.walk(upper_fd.as_fd(), Path::new("/"), &roots, &roots2)?;
+    d.out.sort();
+    Ok(d.out)
+}
+
+impl Diff<'_> {
+    fn emit(&mut self, kind: ChangeKind, path: PathBuf) {
+        self.out.push(Change { path, kind });
+    }
+
+    fn is_opaque(&self, dir: BorrowedFd<'_>, lower: bool) -> bool {
+        sys::getxattr(dir, &self.xattr.opaque()).is_ok_and(|v| whiteout::is_opaque_value(&v))
+            || lower && sys::fstatat(dir, OsStr::new(WH_OPAQUE)).is_ok()
+    }
+
+    /// Whether the lower stack shows `name` in a directory merged from `lowers`.
+    fn lower_has(&self, lowers: &[LowerDir], name: &OsStr) -> bool {
+        for l in lowers {
+            if let Ok(st) = sys::fstatat(l.fd.as_fd(), name) {
+                return !whiteout::is_whiteout_stat(&st);
+            }
+            if sys::fstatat(l.fd.as_fd(), &whiteout::wh_name(name)).is_ok() {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// The lower directories merged at `name` below `lowers`.
+    fn lower_children(&self, lowers: &[LowerDir], name: &OsStr) -> Vec<LowerDir> {
+        let mut out = Vec::new();
+        for l in lowers {
+            let dir = l.fd.as_fd();
+            match sys::fstatat(dir, name) {
+                Ok(st) if is_dir(&st) => {
+                    let Some(fd) = open_sub(dir, name) else { break };
+                    let opaque = self.is_opaque(fd.as_fd(), true);
+                    out.push(LowerDir { fd });
+                    if opaque {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(_) if sys::fstatat(dir, &whiteout::wh_name(name)).is_ok() => break,
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// The lower directories an absolute redirect (`/a/b`) leads to.
+    fn redirected(&self, target: &[u8]) -> Vec<LowerDir> {
+        let mut dirs: Vec<LowerDir> = self
+            .lower_roots
+            .iter()
+            .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
+            .map(|fd| LowerDir { fd })
+            .collect();
+        for comp in target.split(|c| *c == b'/').filter(|c| !c.is_empty()) {
+            dirs = self.lower_children(&dirs, OsStr::from_bytes(comp));
+        }
+        dirs
+    }
+
+    /// The names a merged lower directory shows.
+    fn lower_names(&self, lowers: &[LowerDir]) -> BTreeSet<OsString> {
+        let mut seen = BTreeSet::new();
+        let mut hidden = BTreeSet::new();
+        let mut shown = BTreeSet::new();
+        for l in lowers {
+            let Ok(entries) = sys::read_dir(l.fd.as_fd()) else {
+                continue;
+            };
+            let mut hides = Vec::new();
+            for e in entries {
+                let n = e.name;
+                if n.as_bytes().starts_with(whiteout::WH_PREFIX) {
+                    if let Some(t) = whiteout::wh_target(&n) {
+                        hides.push(t.to_os_string());
+                    }
+                    continue;
+                }
+                if seen.contains(&n) || hidden.contains(&n) {
+                    continue;
+                }
+                seen.insert(n.clone());
+                let wh =
+                    sys::fstatat(l.fd.as_fd(), &n).is_ok_and(|st| whiteout::is_whiteout_stat(&st));
+                if !wh {
+                    shown.insert(n);
+                }
+            }
+            hidden.extend(hides);
+        }
+        shown
+    }
+
+    /// What a moved directory brings from below (`source`), against what its
+    /// path held before (`view`): new names are added, with all below them;
+    /// names it held before are changed, and compared further down.
+    fn all_added(
+        &mut self,
+        source: &[LowerDir],
+        view: &[LowerDir],
+        path: &Path,
+        except: &BTreeSet<OsString>,
+    ) {
+        for name in self.lower_names(source) {
+            if except.contains(&name) {
+                continue;
+            }
+            let p = path.join(&name);
+            let existed = self.lower_has(view, &name);
+            self.emit(
+                if existed {
+                    ChangeKind::Changed
+                } else {
+                    ChangeKind::Added
+                },
+                p.clone(),
+            );
+            let sub = self.lower_children(source, &name);
+            if !sub.is_empty() {
+                let sub_view = self.lower_children(view, &name);
+                self.all_added(&sub, &sub_view, &p, &BTreeSet::new());
+            }
+        }
+    }
+
+    /// Walk an upper directory shown at `path`. `view`: the lower directories
+    /// at this very path (what the path held before: A, C and D are decided
+    /// against it); `source`: the lower directories that show through it
+    /// (the same, but none for an opaque directory, and the redirect's target
+    /// for a moved one).
+    fn walk(
+        &mut self,
+        upper: BorrowedFd<'_>,
+        path: &Path,
+        view: &[LowerDir],
+        source: &[LowerDir],
+    ) -> Result<(), ToolError> {
+        let at = self.upper_path.join(path.strip_prefix("/").unwrap_or(path));
+        let mut entries = sys::read_dir(upper).map_err(io_err(&at, "cannot read the directory"))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        for e in &entries {
+            let name = e.name.as_os_str();
+            if name.as_bytes().starts_with(whiteout::WH_PREFIX) {
+                // OCI-style markers in an upper: `.wh.NAME` deletes NAME.
+                if let Some(t) = whiteout::wh_target(name)
+                    && self.lower_has(view, t)
+                {
+                    self.emit(ChangeKind::Deleted, path.join(t));
+                }
+                continue;
+            }
+            let p = path.join(name);
+            let st = sys::fstatat(upper, name).map_err(io_err(&at.join(name), "cannot stat"))?;
+            let existed = self.lower_has(view, name);
+            if whiteout::is_whiteout_stat(&st) {
+                if existed {
+                    self.emit(ChangeKind::Deleted, p);
+                }
+                continue;
+            }
+            let kind = if existed {
+                ChangeKind::Changed
+            } else {
+                ChangeKind::Added
+            };
+            self.emit(kind, p.clone());
+            if !is_dir(&st) {
+                continue;
+            }
+            let Some(fd) = open_sub(upper, name) else {
+                continue;
+            };
+            let opaque = self.is_opaque(fd.as_fd(), false)
+                || sys::fstatat(fd.as_fd(), OsStr::new(WH_OPAQUE)).is_ok();
+            let redirect = if opaque {
+                None
+            } else {
+                sys::getxattr(fd.as_fd(), &self.xattr.name("redirect")).ok()
+            };
+            let child_view = self.lower_children(view, name);
+            let child_source = match &redirect {
+                Some(v) if v.first() == Some(&b'/') => self.redirected(v),
+                Some(v) => self.lower_children(source, OsStr::from_bytes(v)),
+                None if opaque => Vec::new(),
+                None => self.lower_children(source, name),
+            };
+            let upper_names: BTreeSet<OsString> = sys::read_dir(fd.as_fd())
+                .map(|v| v.into_iter().map(|e| e.name).collect())
+                .unwrap_or_default();
+            if opaque {
+                // What the opaque directory hides and does not have again.
+                for n in self.lower_names(&child_view) {
+                    if !upper_names.contains(&n) {
+                        self.emit(ChangeKind::Deleted, p.join(&n));
+                    }
+                }
+            } else if redirect.is_some() {
+                // Moved here: what it brings from below is new at this path, and
+                // what the path held before and no longer shows is gone.
+                let brought = self.lower_names(&child_source);
+                for n in self.lower_names(&child_view) {
+                    if !brought.contains(&n) && !upper_names.contains(&n) {
+                        self.emit(ChangeKind::Deleted, p.join(&n));
+                    }
+                }
+                self.all_added(&child_source, &child_view, &p, &upper_names);
+            }
+            self.walk(fd.as_fd(), &p, &child_view, &child_source)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `--json` form: `[{"kind":"A","path":"/x"}, ...]`.
+pub fn to_json(changes: &[Change]) -> String {
+    let mut s = String::from("[");
+    for (i, c) in changes.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "{{\"kind\":\"{}\",\"path\":{}}}",
+            c.kind.letter(),
+            json_string(&c.path.to_string_lossy())
+        ));
+    }
+    s.push(']');
+    s
+}
+
+fn json_string(v: &str) -> String {
+    let mut s = String::from("\"");
+    for ch in v.chars() {
+        match ch {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}

@@ -1,0 +1,83 @@
+//! Opening layer directories for the tools, and refusing mounted ones.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::engine::Errno;
+use crate::sys;
+
+#[derive(Debug, Error)]
+pub enum ToolError {
+    #[error("{path}: {what}: {errno}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        errno: Errno,
+    },
+    #[error("{0}: in use by a mounted overlay ({1}); unmount it first, or pass --force")]
+    Mounted(PathBuf, String),
+}
+
+pub(super) fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(Errno) -> ToolError + 'a {
+    move |errno| ToolError::Io {
+        path: path.to_path_buf(),
+        what,
+        errno,
+    }
+}
+
+/// Open a layer directory (O_PATH, not following a final symlink).
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, ToolError> {
+    let cwd = std::fs::File::open(".").map_err(|e| ToolError::Io {
+        path: path.to_path_buf(),
+        what: "cannot open the working directory",
+        errno: Errno::from(e),
+    })?;
+    let fd = sys::openat(
+        cwd.as_fd(),
+        path.as_os_str(),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(io_err(path, "cannot open the layer directory"))?;
+    Ok(fd)
+}
+
+/// Refuse layers a mounted overlay uses: a kernel overlay names them in its
+/// mount options; an ovlfs daemon holds a lock on its upper and work dirs.
+pub fn check_not_mounted(paths: &[&Path]) -> Result<(), ToolError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for path in paths {
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let c = canon.to_string_lossy();
+        for line in info.lines() {
+            let Some((_, after)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mut f = after.split(' ');
+            let (fstype, _source, opts) = (f.next(), f.next(), f.next().unwrap_or(""));
+            if fstype != Some("overlay") {
+                continue;
+            }
+            let uses = opts.split(',').any(|o| {
+                let Some((k, v)) = o.split_once('=') else {
+                    return false;
+                };
+                matches!(k, "upperdir" | "workdir" | "lowerdir" | "datadir")
+                    && v.split(':').any(|p| p == c)
+            });
+            if uses {
+                return Err(ToolError::Mounted(canon, "kernel overlay".into()));
+            }
+        }
+        // The lock is dropped with the file at once.
+        if let Ok(dir) = std::fs::File::open(&canon)
+            && sys::flock_exclusive(dir.as_fd()).is_err()
+        {
+            return Err(ToolError::Mounted(canon, "ovlfs daemon".into()));
+        }
+    }
+    Ok(())
+}
