@@ -77,6 +77,15 @@ fn open_sub(dir: BorrowedFd<'_>, name: &OsStr) -> Option<OwnedFd> {
     .ok()
 }
 
+/// The lower layers' roots, as the lower directories merged at `/`.
+fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
+    roots
+        .iter()
+        .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
+        .map(|fd| LowerDir { fd })
+        .collect()
+}
+
 /// List the changes `upper` makes to the stack `lowers` (topmost first).
 pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Change>, ToolError> {
     let upper_fd = open_dir(upper)?;
@@ -90,17 +99,8 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Cha
         upper_path: upper,
         out: Vec::new(),
     };
-    let roots = lower_roots
-        .iter()
-        .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
-        .map(|fd| LowerDir { fd })
-        .collect::<Vec<_>>();
-    let roots2 = lower_roots
-        .iter()
-        .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
-        .map(|fd| LowerDir { fd })
-        .collect::<Vec<_>>();
-    d.walk(upper_fd.as_fd(), Path::new("/"), &roots, &roots2)?;
+    let (view, source) = (root_dirs(&lower_roots), root_dirs(&lower_roots));
+    d.walk(upper_fd.as_fd(), Path::new("/"), &view, &source)?;
     d.out.sort();
     Ok(d.out)
 }
@@ -152,12 +152,7 @@ impl Diff<'_> {
 
     /// The lower directories an absolute redirect (`/a/b`) leads to.
     fn redirected(&self, target: &[u8]) -> Vec<LowerDir> {
-        let mut dirs: Vec<LowerDir> = self
-            .lower_roots
-            .iter()
-            .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
-            .map(|fd| LowerDir { fd })
-            .collect();
+        let mut dirs = root_dirs(self.lower_roots);
         for comp in target.split(|c| *c == b'/').filter(|c| !c.is_empty()) {
             dirs = self.lower_children(&dirs, OsStr::from_bytes(comp));
         }
