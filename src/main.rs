@@ -85,8 +85,8 @@ struct Cli {
     paths: Vec<PathBuf>,
 }
 
-/// Tools that work on layer directories offline. (fsck, export, apply,
-/// commit and reset are NOT SUPPORTED YET.)
+/// Tools that work on layer directories offline. (fsck, export, apply and
+/// commit are NOT SUPPORTED YET.)
 #[derive(Subcommand, Debug)]
 enum Tool {
     /// What an upper layer changes relative to its lowers, as docker diff prints it:
@@ -96,6 +96,39 @@ enum Tool {
                             C /etc\n  A /etc/new.conf\n  D /etc/old.conf"
     )]
     Diff(DiffArgs),
+    /// Return an overlay to its factory state (OpenWrt's firstboot): empty the upper and
+    /// workdir, keeping the paths given. The new upper is built beside the old one and
+    /// swapped in with one rename, so an interruption never leaves a half-reset upper.
+    #[command(
+        after_help = "EXAMPLE:\n  ovlfs reset --upper /overlay/upper --workdir /overlay/work \\\n    \
+                            --keep /etc/config/network --keep-file /etc/sysupgrade.conf"
+    )]
+    Reset(ResetArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResetArgs {
+    /// The upper layer
+    #[arg(long, value_name = "DIR")]
+    upper: PathBuf,
+    /// The overlay's workdir
+    #[arg(long, value_name = "DIR")]
+    workdir: PathBuf,
+    /// A path (in the merged view) to keep as it is in the upper; may be repeated
+    #[arg(long, value_name = "PATH")]
+    keep: Vec<PathBuf>,
+    /// A file listing paths to keep, one per line ('#' comments)
+    #[arg(long, value_name = "FILE")]
+    keep_file: Vec<PathBuf>,
+    /// The layers keep overlay xattrs in user.overlay.* (as mounted with userxattr)
+    #[arg(long)]
+    userxattr: bool,
+    /// Print a JSON object {"kept":[...],"absent":[...]}
+    #[arg(long)]
+    json: bool,
+    /// Reset even while a mounted overlay uses the layers (it will see them vanish)
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +173,38 @@ fn run_tool(tool: Tool) -> Result<()> {
                     out.push_str(&format!("{} {}\n", c.kind.letter(), c.path.display()));
                 }
                 print!("{out}");
+            }
+            Ok(())
+        }
+        Tool::Reset(a) => {
+            if !a.force {
+                ovlfs::tools::check_not_mounted(&[a.upper.as_path(), a.workdir.as_path()])?;
+            }
+            let mut keep = a.keep.clone();
+            for f in &a.keep_file {
+                keep.extend(ovlfs::tools::reset::read_keep_file(f)?);
+            }
+            let r = ovlfs::tools::reset::reset(&a.upper, &a.workdir, &keep, a.userxattr)
+                .context("reset")?;
+            let list = |v: &[PathBuf]| {
+                v.iter()
+                    .map(|p| ovlfs::tools::json_string(&p.to_string_lossy()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            if a.json {
+                println!(
+                    "{{\"kept\":[{}],\"absent\":[{}]}}",
+                    list(&r.kept),
+                    list(&r.absent)
+                );
+            } else {
+                for p in &r.kept {
+                    println!("kept {}", p.display());
+                }
+                for p in &r.absent {
+                    println!("absent {} (not in the upper: nothing to keep)", p.display());
+                }
             }
             Ok(())
         }

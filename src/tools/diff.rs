@@ -322,23 +322,9 @@ pub fn to_json(changes: &[Change]) -> String {
         s.push_str(&format!(
             "{{\"kind\":\"{}\",\"path\":{}}}",
             c.kind.letter(),
-            json_string(&c.path.to_string_lossy())
+            super::json_string(&c.path.to_string_lossy())
         ));
     }
     s.push(']');
-    s
-}
-
-fn json_string(v: &str) -> String {
-    let mut s = String::from("\"");
-    for ch in v.chars() {
-        match ch {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
     s
 }

@@ -1,10 +1,27 @@
 //! Offline tools on layer directories: library code shared with the daemon's
 //! format module, driven by thin `ovlfs` subcommands.
 //!
-//! `diff` lists what an upper layer changes relative to its lowers. (fsck,
-//! export/apply, commit and reset are not written yet.)
+//! `diff` lists what an upper layer changes relative to its lowers; `reset`
+//! returns an overlay to its factory state. (fsck,
+//! export/apply and commit are not written yet.)
 
 pub mod diff;
 mod layers;
+pub mod reset;
 
 pub use layers::{ToolError, check_not_mounted};
+
+/// A JSON string literal for `v` (the tools' `--json` output).
+pub fn json_string(v: &str) -> String {
+    let mut s = String::from("\"");
+    for ch in v.chars() {
+        match ch {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
