@@ -85,8 +85,8 @@ struct Cli {
     paths: Vec<PathBuf>,
 }
 
-/// Tools that work on layer directories offline. (fsck, export, apply and
-/// commit are NOT SUPPORTED YET.)
+/// Tools that work on layer directories offline. (fsck, export and apply
+/// are NOT SUPPORTED YET.)
 #[derive(Subcommand, Debug)]
 enum Tool {
     /// What an upper layer changes relative to its lowers, as docker diff prints it:
@@ -104,6 +104,45 @@ enum Tool {
                             --keep /etc/config/network --keep-file /etc/sysupgrade.conf"
     )]
     Reset(ResetArgs),
+    /// Turn an upper into a new lower layer (docker commit): stacked as NEW:L1:L2 it shows
+    /// the same view, with redirects and metacopy files resolved into plain files and
+    /// directories; or, with --flatten, write the merged view of a stack into one directory
+    #[command(
+        after_help = "EXAMPLES:\n  ovlfs commit --upper /c1/upper --lower /img/l2:/img/l1 --into /img/l3\n  \
+                            ovlfs commit --flatten --lower /img/l3:/img/l2:/img/l1 --into /img/flat\n\n\
+                            NOT SUPPORTED YET: --in-place (merging the upper down into the top lower)."
+    )]
+    Commit(CommitArgs),
+}
+
+#[derive(Args, Debug)]
+struct CommitArgs {
+    /// The upper layer to commit (not with --flatten)
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "flatten",
+        conflicts_with = "flatten"
+    )]
+    upper: Option<PathBuf>,
+    /// The lower layers, topmost first, separated by ':'
+    #[arg(long, value_name = "L1:L2:...")]
+    lower: String,
+    /// The new layer directory to write (must not exist)
+    #[arg(long, value_name = "NEW")]
+    into: PathBuf,
+    /// Write the whole merged view of --lower, without whiteouts
+    #[arg(long)]
+    flatten: bool,
+    /// The layers keep overlay xattrs in user.overlay.*
+    #[arg(long)]
+    userxattr: bool,
+    /// Print a JSON summary
+    #[arg(long)]
+    json: bool,
+    /// Read the layers even while a mounted overlay uses them
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +212,35 @@ fn run_tool(tool: Tool) -> Result<()> {
                     out.push_str(&format!("{} {}\n", c.kind.letter(), c.path.display()));
                 }
                 print!("{out}");
+            }
+            Ok(())
+        }
+        Tool::Commit(a) => {
+            let (lowers, data) = ovlfs::params::split_lowerdir(&a.lower)
+                .map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
+            if !data.is_empty() {
+                anyhow::bail!("--lower: data-only layers (::) are not supported by commit yet");
+            }
+            if !a.force {
+                let mut paths: Vec<&std::path::Path> = lowers.iter().map(|p| p.as_path()).collect();
+                paths.extend(a.upper.as_deref());
+                ovlfs::tools::check_not_mounted(&paths)?;
+            }
+            let r = ovlfs::tools::commit::commit(a.upper.as_deref(), &lowers, &a.into, a.userxattr)
+                .context("commit")?;
+            if a.json {
+                println!(
+                    "{{\"entries\":{},\"whiteouts\":{},\"bytes\":{}}}",
+                    r.entries, r.whiteouts, r.bytes
+                );
+            } else {
+                println!(
+                    "{}: {} entries, {} whiteouts, {} bytes of data",
+                    a.into.display(),
+                    r.entries,
+                    r.whiteouts,
+                    r.bytes
+                );
             }
             Ok(())
         }

@@ -1,10 +1,12 @@
 //! Offline tools on layer directories: library code shared with the daemon's
 //! format module, driven by thin `ovlfs` subcommands.
 //!
-//! `diff` lists what an upper layer changes relative to its lowers; `reset`
-//! returns an overlay to its factory state. (fsck,
-//! export/apply and commit are not written yet.)
+//! `diff` lists what an upper layer changes relative to its lowers; `commit`
+//! turns an upper into a lower layer (or flattens a stack); `reset` returns
+//! an overlay to its factory state. (fsck and export/apply are not written
+//! yet.)
 
+pub mod commit;
 pub mod diff;
 mod layers;
 pub mod reset;

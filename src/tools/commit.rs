@@ -1,0 +1,395 @@
+//! `ovlfs commit`: an upper layer as a new lower layer (the `docker commit`
+//! step), or a whole stack flattened into one directory.
+//!
+//! The merged view is read through the engine itself (the upper mounted
+//! read-only as the top lower layer), so redirects, metacopy files,
+//! whiteouts and opaque directories mean exactly what they mean to a mount.
+//! - commit: every path `diff` reports is written into NEW from the merged
+//!   view: added and changed entries as plain objects (a moved directory
+//!   with everything it brought, a metacopy file with its real data),
+//!   deleted ones as 0/0 whiteouts. No redirect, metacopy, origin, impure or
+//!   nlink xattrs are left; stacked as `NEW:L1:L2` it shows the same view.
+//! - flatten: the whole merged view, no whiteouts.
+//!
+//! Hard links inside the written tree stay hard links. NEW must not exist
+//! yet; it is built as `.NEW.commit-tmp` and renamed into place at the end.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::diff::{ChangeKind, diff};
+use super::layers::{ToolError, io_err, open_dir};
+use crate::engine::{Caller, Errno, Overlay, ROOT_INO};
+use crate::params::{Config, RedirectDir};
+use crate::sys;
+
+/// How much was written.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub entries: usize,
+    pub whiteouts: usize,
+    pub bytes: u64,
+}
+
+/// The merged view of `layers` (topmost first), read-only, through the engine.
+fn merged(layers: &[PathBuf], userxattr: bool) -> Result<Overlay, ToolError> {
+    let mut cfg = Config::parse(&["lowerdir=/"]).map_err(|e| ToolError::Io {
+        path: PathBuf::from("/"),
+        what: "internal configuration",
+        errno: {
+            tracing::error!(%e, "commit config");
+            Errno::EINVAL
+        },
+    })?;
+    cfg.lowers = layers.to_vec();
+    cfg.read_only = true;
+    cfg.userxattr = userxattr;
+    cfg.metacopy = !userxattr;
+    cfg.redirect_dir = if userxattr {
+        RedirectDir::NoFollow
+    } else {
+        RedirectDir::On
+    };
+    Overlay::new(cfg).map_err(|e| ToolError::Io {
+        path: layers.first().cloned().unwrap_or_default(),
+        what: "cannot read the stack",
+        errno: {
+            tracing::error!(%e, "commit: opening the stack");
+            Errno::EINVAL
+        },
+    })
+}
+
+struct Writer<'a> {
+    ovl: Overlay,
+    into: OwnedFd,
+    into_path: &'a Path,
+    /// Merged inode number of a hard-linked file → where it was written first.
+    links: HashMap<u64, PathBuf>,
+    report: CommitReport,
+    /// Lookup references held while one change is written.
+    held: Vec<u64>,
+}
+
+fn ts(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+impl Writer<'_> {
+    fn err(&self, rel: &Path, what: &'static str) -> impl Fn(Errno) -> ToolError + use<> {
+        let path = self.into_path.join(rel);
+        move |errno| ToolError::Io {
+            path: path.clone(),
+            what,
+            errno,
+        }
+    }
+
+    /// The merged node at `rel`; the lookup references along the way are
+    /// held until `release_held` (the node must stay known while written).
+    fn resolve(&mut self, rel: &Path) -> Result<u64, Errno> {
+        let mut ino = ROOT_INO;
+        for c in rel.components() {
+            let n = self.ovl.lookup(ino, c.as_os_str())?;
+            self.held.push(n.ino);
+            ino = n.ino;
+        }
+        Ok(ino)
+    }
+
+    fn release_held(&mut self) {
+        for i in std::mem::take(&mut self.held) {
+            self.ovl.forget(i, 1);
+        }
+    }
+
+    /// The directory `rel` in NEW, made (with the merged view's attributes) if missing.
+    fn dir_in_new(&mut self, rel: &Path) -> Result<OwnedFd, ToolError> {
+        let mut cur = sys::openat(self.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)
+            .map_err(self.err(rel, "cannot open"))?;
+        let mut sofar = PathBuf::new();
+        for c in rel.components() {
+            sofar.push(c);
+            let name = c.as_os_str();
+            if sys::fstatat(cur.as_fd(), name).is_err() {
+                let ino = self
+                    .resolve(&sofar)
+                    .map_err(self.err(&sofar, "not in the merged view"))?;
+                self.write_entry(cur.as_fd(), name, ino, &sofar, false)?;
+            }
+            cur = sys::openat(
+                cur.as_fd(),
+                name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(self.err(&sofar, "cannot open"))?;
+        }
+        Ok(cur)
+    }
+
+    /// Write merged node `ino` as `dir/name`; with `deep`, a directory's whole
+    /// merged contents too.
+    fn write_entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        ino: u64,
+        rel: &Path,
+        deep: bool,
+    ) -> Result<(), ToolError> {
+        let a = self
+            .ovl
+            .getattr(ino)
+            .map_err(self.err(rel, "cannot stat in the merged view"))?;
+        let st = a.stat;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&ino).cloned() {
+                let src = sys::openat(
+                    self.into.as_fd(),
+                    first.as_os_str(),
+                    libc::O_PATH | libc::O_NOFOLLOW,
+                    0,
+                )
+                .map_err(self.err(&first, "cannot open"))?;
+                sys::link_fd(src.as_fd(), dir, name).map_err(self.err(rel, "cannot link"))?;
+                self.report.entries += 1;
+                return Ok(());
+            }
+            self.links.insert(ino, rel.to_path_buf());
+        }
+        let e = self.err(rel, "cannot create");
+        match kind {
+            libc::S_IFDIR => match sys::mkdirat(dir, name, 0o700) {
+                Ok(()) => {}
+                Err(x) if x == Errno::EEXIST => {}
+                Err(x) => return Err(e(x)),
+            },
+            libc::S_IFLNK => {
+                let target = self
+                    .ovl
+                    .readlink(ino)
+                    .map_err(self.err(rel, "cannot read the link"))?;
+                sys::symlinkat(&target, dir, name).map_err(e)?;
+            }
+            libc::S_IFREG => {
+                let out = sys::openat(
+                    dir,
+                    name,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )
+                .map_err(e)?;
+                self.copy_data(ino, out.as_fd(), rel)?;
+            }
+            _ => sys::mknodat(dir, name, st.st_mode, st.st_rdev).map_err(e)?,
+        }
+        self.report.entries += 1;
+        let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(self.err(rel, "cannot open"))?;
+        sys::fchown(fd.as_fd(), Some(st.st_uid), Some(st.st_gid))
+            .map_err(self.err(rel, "cannot chown"))?;
+        if kind != libc::S_IFLNK {
+            sys::fchmod(fd.as_fd(), st.st_mode & 0o7777).map_err(self.err(rel, "cannot chmod"))?;
+        }
+        for x in self.ovl.listxattr(ino, &Caller::ROOT).unwrap_or_default() {
+            if let Ok(v) = self.ovl.getxattr(ino, &x) {
+                sys::setxattr(fd.as_fd(), &x, &v, 0)
+                    .map_err(self.err(rel, "cannot set an xattr"))?;
+            }
+        }
+        if deep && kind == libc::S_IFDIR {
+            let sub = sys::openat(
+                dir,
+                name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(self.err(rel, "cannot open"))?;
+            self.write_children(sub.as_fd(), ino, rel)?;
+        }
+        sys::utimensat(
+            dir,
+            name,
+            Some(ts(st.st_atime, st.st_atime_nsec)),
+            Some(ts(st.st_mtime, st.st_mtime_nsec)),
+        )
+        .map_err(self.err(rel, "cannot set times"))
+    }
+
+    fn write_children(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        ino: u64,
+        rel: &Path,
+    ) -> Result<(), ToolError> {
+        let fh = self
+            .ovl
+            .opendir(ino)
+            .map_err(self.err(rel, "cannot list"))?;
+        let entries = self.ovl.readdir(fh, 0);
+        self.ovl.releasedir(fh);
+        let entries: Arc<Vec<_>> = entries.map_err(self.err(rel, "cannot list"))?;
+        for e in entries.iter() {
+            if e.name == "." || e.name == ".." {
+                continue;
+            }
+            let node = self
+                .ovl
+                .lookup(ino, &e.name)
+                .map_err(self.err(&rel.join(&e.name), "cannot look up"))?;
+            let r = self.write_entry(dir, &e.name, node.ino, &rel.join(&e.name), true);
+            self.ovl.forget(node.ino, 1);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn copy_data(&mut self, ino: u64, out: BorrowedFd<'_>, rel: &Path) -> Result<(), ToolError> {
+        let fh = self
+            .ovl
+            .open(ino, libc::O_RDONLY, &Caller::ROOT)
+            .map_err(self.err(rel, "cannot open"))?;
+        let copied = (|| -> Result<u64, Errno> {
+            let mut off = 0u64;
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                self.ovl.read(fh, off, 1 << 20, &mut buf)?;
+                if buf.is_empty() {
+                    return Ok(off);
+                }
+                let mut done = 0;
+                while done < buf.len() {
+                    match sys::pwrite(out, &buf[done..], off + done as u64)? {
+                        0 => return Err(Errno::EIO),
+                        n => done += n,
+                    }
+                }
+                off += buf.len() as u64;
+            }
+        })();
+        self.ovl.release(fh);
+        let n = copied.map_err(self.err(rel, "cannot copy the data"))?;
+        self.report.bytes += n;
+        Ok(())
+    }
+}
+
+fn tmp_sibling(into: &Path) -> Result<(PathBuf, OsString), ToolError> {
+    let name = into.file_name().ok_or_else(|| ToolError::Io {
+        path: into.to_path_buf(),
+        what: "the target needs a name of its own",
+        errno: Errno::EINVAL,
+    })?;
+    let mut n = OsString::from(".");
+    n.push(name);
+    n.push(".commit-tmp");
+    let parent = into
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((parent.to_path_buf(), n))
+}
+
+/// Write the changes of `upper` over `lowers` (or, with `flatten`, the whole
+/// merged view of `lowers`) into the new directory `into`.
+pub fn commit(
+    upper: Option<&Path>,
+    lowers: &[PathBuf],
+    into: &Path,
+    userxattr: bool,
+) -> Result<CommitReport, ToolError> {
+    if std::fs::symlink_metadata(into).is_ok() {
+        return Err(ToolError::Io {
+            path: into.to_path_buf(),
+            what: "already exists (commit writes a new directory)",
+            errno: Errno::EEXIST,
+        });
+    }
+    let mut layers: Vec<PathBuf> = upper.map(Path::to_path_buf).into_iter().collect();
+    layers.extend(lowers.iter().cloned());
+    let ovl = merged(&layers, userxattr)?;
+    let (parent_path, tmp) = tmp_sibling(into)?;
+    let parent = open_dir(&parent_path)?;
+    crate::engine::remove_tree(parent.as_fd(), &tmp)
+        .map_err(io_err(&parent_path, "cannot remove a leftover"))?;
+    sys::mkdirat(parent.as_fd(), &tmp, 0o755).map_err(io_err(&parent_path, "cannot create"))?;
+    let tmp_fd = sys::openat(
+        parent.as_fd(),
+        &tmp,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .map_err(io_err(&parent_path, "cannot open"))?;
+    let tmp_path = parent_path.join(&tmp);
+    let mut w = Writer {
+        ovl,
+        into: tmp_fd,
+        into_path: &tmp_path,
+        links: HashMap::new(),
+        report: CommitReport::default(),
+        held: Vec::new(),
+    };
+    let root_attr = w
+        .ovl
+        .getattr(ROOT_INO)
+        .map_err(io_err(&tmp_path, "cannot stat the merged root"))?;
+    match upper {
+        None => {
+            let root = sys::openat(w.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)
+                .map_err(io_err(&tmp_path, "cannot open"))?;
+            w.write_children(root.as_fd(), ROOT_INO, Path::new(""))?;
+        }
+        Some(upper) => {
+            for c in diff(upper, lowers, userxattr)? {
+                let rel = c.path.strip_prefix("/").unwrap_or(&c.path).to_path_buf();
+                let (Some(pdir), Some(name)) = (rel.parent(), rel.file_name()) else {
+                    continue;
+                };
+                let dir = w.dir_in_new(pdir)?;
+                match c.kind {
+                    ChangeKind::Deleted => {
+                        sys::mknodat(dir.as_fd(), name, libc::S_IFCHR, 0)
+                            .map_err(io_err(&tmp_path.join(&rel), "cannot create a whiteout"))?;
+                        w.report.whiteouts += 1;
+                    }
+                    _ => {
+                        if sys::fstatat(dir.as_fd(), name).is_ok() {
+                            continue;
+                        }
+                        let ino = w
+                            .resolve(&rel)
+                            .map_err(io_err(&tmp_path.join(&rel), "not in the merged view"))?;
+                        // A changed directory keeps its own entries in place;
+                        // what changed inside comes as separate paths.
+                        w.write_entry(dir.as_fd(), name, ino, &rel, false)?;
+                    }
+                }
+                w.release_held();
+            }
+        }
+    }
+    let st = root_attr.stat;
+    let root = sys::openat(w.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)
+        .map_err(io_err(&tmp_path, "cannot open"))?;
+    let _ = sys::fchown(root.as_fd(), Some(st.st_uid), Some(st.st_gid));
+    let _ = sys::fchmod(root.as_fd(), st.st_mode & 0o7777);
+    let name = into.file_name().unwrap_or(OsStr::new(""));
+    sys::renameat2(
+        parent.as_fd(),
+        &tmp,
+        parent.as_fd(),
+        name,
+        sys::RENAME_NOREPLACE,
+    )
+    .map_err(io_err(into, "cannot move the new layer into place"))?;
+    Ok(w.report)
+}
