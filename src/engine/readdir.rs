@@ -198,9 +198,8 @@ impl Overlay {
             ino: parent,
             kind: libc::S_IFDIR,
         });
-        // In name order: the same contents always give the same offsets, so the
-        // kernel's cached listing (FOPEN_CACHE_DIR) can be continued from a
-        // later open even after copy-ups moved entries between layers.
+        // In name order: the same contents always give the same offsets, even
+        // after copy-ups moved entries between layers.
         let mut entries = self.merged_entries(node, true)?;
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         v.extend(entries);
