@@ -52,11 +52,11 @@ pub struct Change {
 }
 
 /// A directory of a lower layer merged at some path.
-struct LowerDir {
-    fd: OwnedFd,
+pub(super) struct LowerDir {
+    pub(super) fd: OwnedFd,
 }
 
-struct Diff<'a> {
+pub(super) struct Diff<'a> {
     xattr: XattrNames,
     lower_roots: &'a [OwnedFd],
     upper_path: &'a Path,
@@ -78,7 +78,7 @@ fn open_sub(dir: BorrowedFd<'_>, name: &OsStr) -> Option<OwnedFd> {
 }
 
 /// The lower layers' roots, as the lower directories merged at `/`.
-fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
+pub(super) fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
     roots
         .iter()
         .filter_map(|r| open_sub(r.as_fd(), OsStr::new(".")))
@@ -93,30 +93,35 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Cha
         .iter()
         .map(|l| open_dir(l))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut d = Diff {
-        xattr: XattrNames::new(userxattr),
-        lower_roots: &lower_roots,
-        upper_path: upper,
-        out: Vec::new(),
-    };
+    let mut d = Diff::new(userxattr, &lower_roots, upper);
     let (view, source) = (root_dirs(&lower_roots), root_dirs(&lower_roots));
     d.walk(upper_fd.as_fd(), Path::new("/"), &view, &source)?;
     d.out.sort();
     Ok(d.out)
 }
 
-impl Diff<'_> {
+impl<'a> Diff<'a> {
+    /// A view of the lower stack (for the other tools' lookups too).
+    pub(super) fn new(userxattr: bool, lower_roots: &'a [OwnedFd], upper_path: &'a Path) -> Self {
+        Diff {
+            xattr: XattrNames::new(userxattr),
+            lower_roots,
+            upper_path,
+            out: Vec::new(),
+        }
+    }
+
     fn emit(&mut self, kind: ChangeKind, path: PathBuf) {
         self.out.push(Change { path, kind });
     }
 
-    fn is_opaque(&self, dir: BorrowedFd<'_>, lower: bool) -> bool {
+    pub(super) fn is_opaque(&self, dir: BorrowedFd<'_>, lower: bool) -> bool {
         sys::getxattr(dir, &self.xattr.opaque()).is_ok_and(|v| whiteout::is_opaque_value(&v))
             || lower && sys::fstatat(dir, OsStr::new(WH_OPAQUE)).is_ok()
     }
 
     /// Whether the lower stack shows `name` in a directory merged from `lowers`.
-    fn lower_has(&self, lowers: &[LowerDir], name: &OsStr) -> bool {
+    pub(super) fn lower_has(&self, lowers: &[LowerDir], name: &OsStr) -> bool {
         for l in lowers {
             if let Ok(st) = sys::fstatat(l.fd.as_fd(), name) {
                 return !whiteout::is_whiteout_stat(&st);
@@ -129,7 +134,7 @@ impl Diff<'_> {
     }
 
     /// The lower directories merged at `name` below `lowers`.
-    fn lower_children(&self, lowers: &[LowerDir], name: &OsStr) -> Vec<LowerDir> {
+    pub(super) fn lower_children(&self, lowers: &[LowerDir], name: &OsStr) -> Vec<LowerDir> {
         let mut out = Vec::new();
         for l in lowers {
             let dir = l.fd.as_fd();
@@ -151,7 +156,7 @@ impl Diff<'_> {
     }
 
     /// The lower directories an absolute redirect (`/a/b`) leads to.
-    fn redirected(&self, target: &[u8]) -> Vec<LowerDir> {
+    pub(super) fn redirected(&self, target: &[u8]) -> Vec<LowerDir> {
         let mut dirs = root_dirs(self.lower_roots);
         for comp in target.split(|c| *c == b'/').filter(|c| !c.is_empty()) {
             dirs = self.lower_children(&dirs, OsStr::from_bytes(comp));
@@ -160,7 +165,7 @@ impl Diff<'_> {
     }
 
     /// The names a merged lower directory shows.
-    fn lower_names(&self, lowers: &[LowerDir]) -> BTreeSet<OsString> {
+    pub(super) fn lower_names(&self, lowers: &[LowerDir]) -> BTreeSet<OsString> {
         let mut seen = BTreeSet::new();
         let mut hidden = BTreeSet::new();
         let mut shown = BTreeSet::new();

@@ -3,11 +3,12 @@
 //!
 //! `diff` lists what an upper layer changes relative to its lowers; `commit`
 //! turns an upper into a lower layer (or flattens a stack); `reset` returns
-//! an overlay to its factory state. (fsck and export/apply are not written
-//! yet.)
+//! an overlay to its factory state; `fsck` checks and repairs layers.
+//! (export/apply are not written yet.)
 
 pub mod commit;
 pub mod diff;
+pub mod fsck;
 mod layers;
 pub mod reset;
 
