@@ -149,6 +149,12 @@ impl Overlay {
         }
     }
 
+    /// Tell the kernel a node's cached attributes are stale (the FUSE adapter:
+    /// data written where the daemon does not see it, as through passthrough).
+    pub fn invalidate_attrs(&self, ino: u64) {
+        self.attr_changed(ino);
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -86,13 +86,24 @@ impl IoModes {
         Decision::Daemon { keep_cache }
     }
 
+    /// Whether `ino` is open in passthrough mode now: the kernel writes its
+    /// data (mmap included) without telling us, so its attributes must not be
+    /// cached meanwhile.
+    pub fn is_passthrough(&self, ino: u64) -> bool {
+        matches!(
+            self.modes.lock().unwrap().get(&ino),
+            Some(Mode::Passthrough { .. })
+        )
+    }
+
     /// The kernel forgot `ino`: nothing of it is cached any more.
     pub fn forget(&self, ino: u64) {
         self.stale_cache.lock().unwrap().remove(&ino);
     }
 
     /// An open of `ino` was released (or its open reply could not be sent).
-    pub fn release(&self, ino: u64) {
+    /// True when that ended a passthrough period.
+    pub fn release(&self, ino: u64) -> bool {
         let mut modes = self.modes.lock().unwrap();
         let (left, was_passthrough) = match modes.get_mut(&ino) {
             Some(Mode::Passthrough { opens, .. }) => {
@@ -103,7 +114,7 @@ impl IoModes {
                 *opens -= 1;
                 (*opens, false)
             }
-            None => return,
+            None => return false,
         };
         if left == 0 {
             // Dropping the backing id closes it; the kernel detaches the file
@@ -112,6 +123,8 @@ impl IoModes {
             if was_passthrough {
                 self.stale_cache.lock().unwrap().insert(ino);
             }
+            return was_passthrough;
         }
+        false
     }
 }

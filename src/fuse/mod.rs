@@ -45,7 +45,11 @@ impl OverlayFs {
     /// hard links: a change links up the name it came through, so every path
     /// walk must tell us the name).
     fn ttl(&self, a: &Attr) -> Duration {
-        if a.shared { Duration::ZERO } else { self.ttl }
+        if a.shared || self.io.is_passthrough(a.ino) {
+            Duration::ZERO
+        } else {
+            self.ttl
+        }
     }
 }
 
@@ -377,6 +381,8 @@ impl Filesystem for OverlayFs {
         let backing = || self.ovl.backing_file(fh);
         match self.io.open(ino.0, backing, |fd| reply.open_backing(fd)) {
             Decision::Passthrough(id) => {
+                // Attributes cached before now would outlive writes we never see.
+                self.ovl.invalidate_attrs(ino.0);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
             }
             Decision::Daemon { keep_cache } => {
@@ -412,7 +418,7 @@ impl Filesystem for OverlayFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -422,7 +428,12 @@ impl Filesystem for OverlayFs {
         reply: ReplyWrite,
     ) {
         match self.ovl.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
+            Ok(n) => {
+                // Writes of mmap'ed pages come back without the kernel updating
+                // its cached times: drop them (write(2) does this itself).
+                self.ovl.invalidate_attrs(ino.0);
+                reply.written(n)
+            }
             Err(e) => reply.error(self.fail("write", e)),
         }
     }
@@ -452,7 +463,10 @@ impl Filesystem for OverlayFs {
         reply: ReplyEmpty,
     ) {
         self.ovl.release(fh.0);
-        self.io.release(ino.0);
+        if self.io.release(ino.0) {
+            // Writes through the mapping may have landed up to now.
+            self.ovl.invalidate_attrs(ino.0);
+        }
         reply.ok();
     }
 
@@ -692,8 +706,9 @@ impl Filesystem for OverlayFs {
         let backing = || self.ovl.backing_file(fh);
         let (ttl, attr) = (self.ttl(&a), to_attr(&a));
         match self.io.open(a.ino, backing, |fd| reply.open_backing(fd)) {
+            // Not cached while the kernel writes it behind our back.
             Decision::Passthrough(id) => reply.created_passthrough(
-                &ttl,
+                &Duration::ZERO,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
