@@ -11,13 +11,6 @@ use std::process::Command;
 
 use common::{Scratch, cstr, mount_kernel, ovlfs_bin, require_root_and_fuse, unmount};
 
-fn setxattr(p: &Path, name: &str, v: &[u8]) {
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe { libc::lsetxattr(cstr(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
-}
-
 fn removexattr(p: &Path, name: &str) {
     let n = std::ffi::CString::new(name).unwrap();
     // SAFETY: valid C strings.
@@ -89,11 +82,11 @@ fn corruptions_are_found_and_repaired() {
     fs::write(u.join(".wh.a_w"), "").unwrap();
     fs::create_dir(u.join("b")).unwrap();
     fs::write(u.join("b/.wh..wh..opq"), "").unwrap();
-    setxattr(&u.join("moved"), "trusted.overlay.redirect", b"x/y");
-    setxattr(&u.join("newdir"), "trusted.overlay.redirect", b"/nowhere");
+    common::set_xattr(&u.join("moved"), "trusted.overlay.redirect", b"x/y");
+    common::set_xattr(&u.join("newdir"), "trusted.overlay.redirect", b"/nowhere");
     removexattr(&u.join("a"), "trusted.overlay.impure");
     fs::write(u.join("meta_orphan"), "").unwrap();
-    setxattr(&u.join("meta_orphan"), "trusted.overlay.metacopy", b"");
+    common::set_xattr(&u.join("meta_orphan"), "trusted.overlay.metacopy", b"");
     fs::create_dir_all(w.join("work/#42")).unwrap();
     fs::create_dir_all(w.join("work/incompat/volatile")).unwrap();
     fs::create_dir_all(w.join("index")).unwrap();
@@ -101,7 +94,7 @@ fn corruptions_are_found_and_repaired() {
     fs::write(w.join("index/garbage"), "").unwrap();
     let stale = format!("00fb2100{}", "ab".repeat(29));
     fs::write(w.join("index").join(&stale), "").unwrap();
-    setxattr(
+    common::set_xattr(
         &w.join("index").join(&stale),
         "trusted.overlay.origin",
         &[0, 0xfb, 5, 0, 1],

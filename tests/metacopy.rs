@@ -26,14 +26,6 @@ fn blocks_under(root: &Path) -> (u64, usize) {
     (blocks, files)
 }
 
-fn set_xattr(p: &Path, name: &str, v: &[u8]) {
-    let c = common::cstr(p);
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
-}
-
 /// 20,000 files: more than this machine's open-file hard limit, which the
 /// daemon must not need one fd per inode for.
 const FILES: usize = 20_000;
@@ -155,12 +147,12 @@ fn data_only_layers_are_reached_through_redirects_alone() {
     fs::write(data.join("unreferenced"), b"never listed").unwrap();
     let f = meta.join("file");
     fs::File::create(&f).unwrap().set_len(16).unwrap();
-    set_xattr(&f, "trusted.overlay.metacopy", b"");
-    set_xattr(&f, "trusted.overlay.redirect", b"/objects/ab/cdef");
+    common::set_xattr(&f, "trusted.overlay.metacopy", b"");
+    common::set_xattr(&f, "trusted.overlay.redirect", b"/objects/ab/cdef");
     let g = meta.join("missing");
     fs::File::create(&g).unwrap().set_len(3).unwrap();
-    set_xattr(&g, "trusted.overlay.metacopy", b"");
-    set_xattr(&g, "trusted.overlay.redirect", b"/objects/zz/none");
+    common::set_xattr(&g, "trusted.overlay.metacopy", b"");
+    common::set_xattr(&g, "trusted.overlay.redirect", b"/objects/zz/none");
     let lowers: Vec<PathBuf> = vec![meta.clone()];
     let lowerdir = format!("{}::{}", meta.display(), data.display());
     let mut seen = Vec::new();
@@ -221,7 +213,7 @@ fn verity_modes_agree_with_the_kernel() {
     unmount(&m).unwrap();
     let mut digest = vec![0u8, 36, 0, 1];
     digest.extend_from_slice(&[0xab; 32]);
-    set_xattr(&u.join("digest"), "trusted.overlay.metacopy", &digest);
+    common::set_xattr(&u.join("digest"), "trusted.overlay.metacopy", &digest);
 
     let mut seen = Vec::new();
     for kernel in [false, true] {

@@ -29,13 +29,6 @@ pub(super) enum CopyUp {
     Meta,
 }
 
-fn ts(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    }
-}
-
 impl Overlay {
     /// The upper directory of a directory node, copying it (and its parents) up if needed.
     pub(super) fn upper_dir(&self, dir: &Arc<Node>) -> Result<Arc<OwnedFd>> {
@@ -166,8 +159,8 @@ impl Overlay {
         // The rename changed the parent's times; put them back, as the kernel does.
         let _ = sys::futimens_path(
             pfd.as_fd(),
-            Some(ts(pst.st_atime, pst.st_atime_nsec)),
-            Some(ts(pst.st_mtime, pst.st_mtime_nsec)),
+            Some(sys::timespec(pst.st_atime, pst.st_atime_nsec)),
+            Some(sys::timespec(pst.st_mtime, pst.st_mtime_nsec)),
         );
         let ufd = sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let ust = sys::fstat(ufd.as_fd())?;
@@ -262,8 +255,8 @@ impl Overlay {
         sys::utimensat(
             dir,
             name,
-            Some(ts(st.st_atime, st.st_atime_nsec)),
-            Some(ts(st.st_mtime, st.st_mtime_nsec)),
+            Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+            Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
         )
     }
 

@@ -26,19 +26,9 @@ use crate::format::whiteout;
 use crate::params::UuidMode;
 use crate::sys::{self, Stat};
 
-/// Lower-case hex: the name of an index entry for an origin value.
+/// The name of the index entry for an origin value.
 pub(super) fn hex_name(value: &[u8]) -> OsString {
-    let s: String = value.iter().map(|b| format!("{b:02x}")).collect();
-    OsString::from(s)
-}
-
-fn unhex(name: &[u8]) -> Option<Vec<u8>> {
-    if !name.len().is_multiple_of(2) {
-        return None;
-    }
-    name.chunks(2)
-        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
-        .collect()
+    OsString::from(crate::format::fh::to_hex(value))
 }
 
 /// The `nlink` xattr: a real count to start from and the difference to it.
@@ -203,10 +193,8 @@ impl Overlay {
         dir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> std::result::Result<bool, &'static str> {
-        let fh = unhex(name.as_bytes()).ok_or("name is not a hex file handle")?;
-        if fh.len() < crate::format::fh::HEADER {
-            return Err("name is too short for a file handle");
-        }
+        let fh = crate::format::fh::index_name_bytes(name.as_bytes())
+            .ok_or("name is not the hex of a file handle")?;
         OvlFb::decode(&fh).map_err(|_| "name is not a valid overlay file handle")?;
         let st = sys::fstatat(dir, name).map_err(|_| "cannot stat")?;
         // Whiteouts (nfs_export) and directory entries are kept unverified, as
@@ -360,14 +348,8 @@ impl Overlay {
         self.write_nlink(up.as_fd(), NlinkBase::Upper, union, ust.st_nlink)?;
         let _ = sys::futimens_path(
             pfd.as_fd(),
-            Some(libc::timespec {
-                tv_sec: pst.st_atime,
-                tv_nsec: pst.st_atime_nsec,
-            }),
-            Some(libc::timespec {
-                tv_sec: pst.st_mtime,
-                tv_nsec: pst.st_mtime_nsec,
-            }),
+            Some(sys::timespec(pst.st_atime, pst.st_atime_nsec)),
+            Some(sys::timespec(pst.st_mtime, pst.st_mtime_nsec)),
         );
         node.set_link_up_pending(false);
         Ok(())

@@ -93,8 +93,24 @@ impl OvlFb {
 
     /// Lower-case hex of the encoded handle: the name of an index entry.
     pub fn hex(&self) -> Result<String, FbError> {
-        Ok(self.encode()?.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(to_hex(&self.encode()?))
     }
+}
+
+/// Lower-case hex of bytes (index entry names are the hex of an origin value).
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes an index entry name stands for: `None` unless it is hex of at
+/// least a whole `ovl_fb` header.
+pub fn index_name_bytes(name: &[u8]) -> Option<Vec<u8>> {
+    if name.len() < 2 * HEADER || !name.len().is_multiple_of(2) {
+        return None;
+    }
+    name.chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fuser::BackingId;
 
@@ -30,7 +30,8 @@ enum Mode {
 /// passthrough open changed behind it.
 #[derive(Default)]
 pub struct IoModes {
-    modes: Mutex<HashMap<u64, Mode>>,
+    /// Read on every attribute reply (is_passthrough): a shared lock there.
+    modes: RwLock<HashMap<u64, Mode>>,
     stale_cache: Mutex<std::collections::HashSet<u64>>,
 }
 
@@ -54,7 +55,7 @@ impl IoModes {
         backing: impl FnOnce() -> Option<OwnedFd>,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Decision {
-        let mut modes = self.modes.lock().unwrap();
+        let mut modes = self.modes.write().unwrap();
         match modes.get_mut(&ino) {
             Some(Mode::Passthrough { backing, opens }) => {
                 *opens += 1;
@@ -91,7 +92,7 @@ impl IoModes {
     /// cached meanwhile.
     pub fn is_passthrough(&self, ino: u64) -> bool {
         matches!(
-            self.modes.lock().unwrap().get(&ino),
+            self.modes.write().unwrap().get(&ino),
             Some(Mode::Passthrough { .. })
         )
     }
@@ -104,7 +105,7 @@ impl IoModes {
     /// An open of `ino` was released (or its open reply could not be sent).
     /// True when that ended a passthrough period.
     pub fn release(&self, ino: u64) -> bool {
-        let mut modes = self.modes.lock().unwrap();
+        let mut modes = self.modes.write().unwrap();
         let (left, was_passthrough) = match modes.get_mut(&ino) {
             Some(Mode::Passthrough { opens, .. }) => {
                 *opens -= 1;

@@ -422,16 +422,18 @@ impl Filesystem for OverlayFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         match self.ovl.write(fh.0, offset, data) {
             Ok(n) => {
-                // Writes of mmap'ed pages come back without the kernel updating
-                // its cached times: drop them (write(2) does this itself).
-                self.ovl.invalidate_attrs(ino.0);
+                // Page-cache writeback (mmap'ed pages) updates no cached times
+                // in the kernel: drop them. write(2) does this itself.
+                if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+                    self.ovl.invalidate_attrs(ino.0);
+                }
                 reply.written(n)
             }
             Err(e) => reply.error(self.fail("write", e)),

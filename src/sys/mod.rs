@@ -206,6 +206,14 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
     check(unsafe { libc::chmod(p.as_ptr(), mode) })
 }
 
+/// A timespec from stat's seconds and nanoseconds.
+pub fn timespec(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
 /// Set times by `dir/name` without following a symlink. `None` leaves a time alone.
 pub fn utimensat(
     dir: BorrowedFd<'_>,

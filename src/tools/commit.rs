@@ -15,13 +15,13 @@
 //! yet; it is built as `.NEW.commit-tmp` and renamed into place at the end.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::diff::{ChangeKind, diff};
-use super::layers::{ToolError, io_err, open_dir};
+use super::layers::{ToolError, io_err, open_dir, sibling};
 use crate::engine::{Caller, Errno, Overlay, ROOT_INO};
 use crate::params::{Config, RedirectDir};
 use crate::sys;
@@ -72,13 +72,6 @@ struct Writer<'a> {
     report: CommitReport,
     /// Lookup references held while one change is written.
     held: Vec<u64>,
-}
-
-fn ts(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    }
 }
 
 impl Writer<'_> {
@@ -218,8 +211,8 @@ impl Writer<'_> {
         sys::utimensat(
             dir,
             name,
-            Some(ts(st.st_atime, st.st_atime_nsec)),
-            Some(ts(st.st_mtime, st.st_mtime_nsec)),
+            Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+            Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
         )
         .map_err(self.err(rel, "cannot set times"))
     }
@@ -283,22 +276,6 @@ impl Writer<'_> {
     }
 }
 
-fn tmp_sibling(into: &Path) -> Result<(PathBuf, OsString), ToolError> {
-    let name = into.file_name().ok_or_else(|| ToolError::Io {
-        path: into.to_path_buf(),
-        what: "the target needs a name of its own",
-        errno: Errno::EINVAL,
-    })?;
-    let mut n = OsString::from(".");
-    n.push(name);
-    n.push(".commit-tmp");
-    let parent = into
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Ok((parent.to_path_buf(), n))
-}
-
 /// Write the changes of `upper` over `lowers` (or, with `flatten`, the whole
 /// merged view of `lowers`) into the new directory `into`.
 pub fn commit(
@@ -317,7 +294,7 @@ pub fn commit(
     let mut layers: Vec<PathBuf> = upper.map(Path::to_path_buf).into_iter().collect();
     layers.extend(lowers.iter().cloned());
     let ovl = merged(&layers, userxattr)?;
-    let (parent_path, tmp) = tmp_sibling(into)?;
+    let (parent_path, tmp) = sibling(into, ".commit-tmp")?;
     let parent = open_dir(&parent_path)?;
     crate::engine::remove_tree(parent.as_fd(), &tmp)
         .map_err(io_err(&parent_path, "cannot remove a leftover"))?;

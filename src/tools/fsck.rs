@@ -303,7 +303,7 @@ impl Fsck<'_> {
                 );
                 continue;
             }
-            let Some(fh) = unhex(n.as_bytes()) else {
+            let Some(fh) = crate::format::fh::index_name_bytes(n.as_bytes()) else {
                 self.found(
                     path,
                     "index-bad-name",
@@ -332,15 +332,6 @@ impl Fsck<'_> {
         }
         Ok(())
     }
-}
-
-fn unhex(name: &[u8]) -> Option<Vec<u8>> {
-    if name.len() < 2 * crate::format::fh::HEADER || !name.len().is_multiple_of(2) {
-        return None;
-    }
-    name.chunks(2)
-        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
-        .collect()
 }
 
 /// Check (and with `repair`, repair) a stack's upper layer and workdir.

@@ -28,6 +28,27 @@ pub(super) fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(Errno) -
     }
 }
 
+/// `(parent of path, ".NAME<suffix>")`: a name beside `path` on the same
+/// filesystem, where a tool builds what it then renames into place.
+pub(super) fn sibling(
+    path: &Path,
+    suffix: &str,
+) -> Result<(PathBuf, std::ffi::OsString), ToolError> {
+    let name = path.file_name().ok_or_else(|| ToolError::Io {
+        path: path.to_path_buf(),
+        what: "needs a name of its own (not / or ..)",
+        errno: Errno::EINVAL,
+    })?;
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(suffix);
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((parent.to_path_buf(), n))
+}
+
 /// Open a layer directory (O_PATH, not following a final symlink).
 pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, ToolError> {
     let cwd = std::fs::File::open(".").map_err(|e| ToolError::Io {

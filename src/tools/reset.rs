@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::layers::{ToolError, io_err, open_dir};
+use super::layers::{ToolError, io_err, open_dir, sibling};
 use crate::engine::{Errno, remove_tree};
 use crate::format::xattr::XattrNames;
 use crate::sys;
@@ -44,22 +44,6 @@ pub fn read_keep_file(path: &Path) -> Result<Vec<PathBuf>, ToolError> {
         .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
         .map(|l| PathBuf::from(OsString::from_vec(l.to_vec())))
         .collect())
-}
-
-fn sibling(upper: &Path, suffix: &str) -> Result<(PathBuf, OsString), ToolError> {
-    let name = upper.file_name().ok_or_else(|| ToolError::Io {
-        path: upper.to_path_buf(),
-        what: "the upper directory needs a name of its own (not / or ..)",
-        errno: Errno::EINVAL,
-    })?;
-    let mut n = OsString::from(".");
-    n.push(name);
-    n.push(suffix);
-    let parent = upper
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Ok((parent.to_path_buf(), n))
 }
 
 /// The components of a kept path, inside the layer: no `..`, no empty path.
@@ -138,8 +122,8 @@ pub fn reset(
     let _ = sys::utimensat(
         parent.as_fd(),
         &new_name,
-        Some(ts(root_st.st_atime, root_st.st_atime_nsec)),
-        Some(ts(root_st.st_mtime, root_st.st_mtime_nsec)),
+        Some(sys::timespec(root_st.st_atime, root_st.st_atime_nsec)),
+        Some(sys::timespec(root_st.st_mtime, root_st.st_mtime_nsec)),
     );
     // The switch: one step.
     sys::renameat2(
@@ -168,13 +152,6 @@ pub fn reset(
             .map_err(io_err(&work.join(&e.name), "cannot remove"))?;
     }
     Ok(report)
-}
-
-fn ts(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    }
 }
 
 /// Owner, mode and xattrs of a directory onto another; the overlay's opaque
@@ -234,8 +211,8 @@ fn keep_one(
                 let _ = sys::utimensat(
                     to.as_fd(),
                     c,
-                    Some(ts(st.st_atime, st.st_atime_nsec)),
-                    Some(ts(st.st_mtime, st.st_mtime_nsec)),
+                    Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+                    Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
                 );
             }
             Err(e) if e == Errno::EEXIST => {}
@@ -298,7 +275,7 @@ fn copy_tree(from: BorrowedFd<'_>, name: &OsStr, to: BorrowedFd<'_>) -> Result<(
     sys::utimensat(
         to,
         name,
-        Some(ts(st.st_atime, st.st_atime_nsec)),
-        Some(ts(st.st_mtime, st.st_mtime_nsec)),
+        Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+        Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
     )
 }

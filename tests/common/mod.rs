@@ -97,6 +97,21 @@ fn set_umask_once() {
     });
 }
 
+/// lsetxattr, asserting success (tests build on-disk states with it).
+#[allow(dead_code)] // not every test binary uses it
+pub fn set_xattr(p: &Path, name: &str, v: &[u8]) {
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lsetxattr(cstr(p).as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path with NUL byte")
 }
