@@ -52,6 +52,13 @@ fn write_all_fd(fd: i32, mut b: &[u8]) {
     }
 }
 
+/// Ops run in this process hold it shared from start to end; `fork` takes it
+/// exclusively. So no child is ever forked while another test thread holds a
+/// transient fd (a FIFO reader, say) that the child would copy: a copied
+/// reader, even for the microseconds until the child closes it, lets that
+/// thread's next FIFO write succeed where it expects ENXIO.
+pub static FORK_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Forks; the child takes `who`'s credentials and runs `f`; its outcome is
 /// returned here.
 pub fn run_forked(who: Who, f: impl FnOnce() -> Outcome) -> Outcome {
@@ -59,15 +66,18 @@ pub fn run_forked(who: Who, f: impl FnOnce() -> Outcome) -> Outcome {
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         panic!("HARNESS: pipe2: {}", errno_name(errno()));
     }
+    let gate = FORK_GATE.write().unwrap_or_else(|e| e.into_inner());
     let pid = unsafe { libc::fork() };
+    // The child must not touch the gate (its copy stays locked); it never does:
+    // ops in the child run without it.
+    drop(gate);
     if pid < 0 {
         panic!("HARNESS: fork: {}", errno_name(errno()));
     }
     if pid == 0 {
         unsafe { libc::close(p[0]) };
-        // The fork copied every fd of the test process, including FIFO ends
-        // that other test threads hold open at this instant: a copied reader
-        // would let their writes succeed where they expect ENXIO. Drop them.
+        // FIFO ends held in fd slots across ops are copied by the fork too:
+        // drop them (transient ones are kept out by FORK_GATE).
         for fd in 3..4096 {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             if fd != p[1]

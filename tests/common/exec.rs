@@ -103,6 +103,7 @@ impl Exec {
             panic!("HARNESS: fd-slot ops run as root only, not {who:?}: {op:?}");
         }
         if who == Who::Root && !op.forked() {
+            let _gate = creds::FORK_GATE.read().unwrap_or_else(|e| e.into_inner());
             return self.run_here(op);
         }
         creds::run_forked(who, || self.run_here(op))
