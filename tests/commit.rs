@@ -68,8 +68,13 @@ fn commit_and_flatten_show_the_same_view_as_the_overlay() {
     fs::remove_dir_all(m.join("opq")).unwrap();
     fs::create_dir(m.join("opq")).unwrap();
     fs::write(m.join("opq/fresh"), "f").unwrap();
+    // Below an opaque dir, a dir the lower has too shows only the upper's.
+    fs::create_dir(m.join("opq/sub")).unwrap();
+    fs::write(m.join("opq/sub/t"), "t").unwrap();
     fs::rename(m.join("mv"), m.join("moved")).unwrap();
     fs::write(m.join("moved/added"), "a").unwrap();
+    // A dir inside the moved one, copied up: it still brings its lower entries.
+    fs::write(m.join("moved/inner/j"), "j").unwrap();
     std::os::unix::fs::chown(m.join("meta/big"), Some(1000), Some(1000)).unwrap();
     fs::write(m.join("h1"), "linked").unwrap();
     fs::hard_link(m.join("h1"), m.join("a/h2")).unwrap();

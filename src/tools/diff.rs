@@ -12,7 +12,9 @@
 //!   added directory (a directory moved here with a redirect brings its
 //!   lower contents along);
 //! - an opaque directory over a lower one: `C`, and `D` for every lower
-//!   entry it hides that the upper does not have again.
+//!   entry it hides that the upper does not have again; the same below an
+//!   opaque or moved directory, where what shows from below is not what
+//!   the path held before.
 //!
 //! Deleted directories are reported once, not entry by entry, as docker does.
 
@@ -77,6 +79,16 @@ fn open_sub(dir: BorrowedFd<'_>, name: &OsStr) -> Option<OwnedFd> {
     .ok()
 }
 
+/// Whether two lists of lower directories are the same directories.
+fn same_dirs(a: &[LowerDir], b: &[LowerDir]) -> bool {
+    let ids = |v: &[LowerDir]| -> Vec<Option<(u64, u64)>> {
+        v.iter()
+            .map(|d| sys::fstat(d.fd.as_fd()).ok().map(|st| (st.st_dev, st.st_ino)))
+            .collect()
+    };
+    a.len() == b.len() && ids(a) == ids(b)
+}
+
 /// The lower layers' roots, as the lower directories merged at `/`.
 pub(super) fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
     roots
@@ -97,6 +109,7 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Cha
     let (view, source) = (root_dirs(&lower_roots), root_dirs(&lower_roots));
     d.walk(upper_fd.as_fd(), Path::new("/"), &view, &source)?;
     d.out.sort();
+    d.out.dedup();
     Ok(d.out)
 }
 
@@ -224,9 +237,30 @@ impl<'a> Diff<'a> {
             let sub = self.lower_children(source, &name);
             if !sub.is_empty() {
                 let sub_view = self.lower_children(view, &name);
-                self.all_added(&sub, &sub_view, &p, &BTreeSet::new());
+                self.replaced(&sub, &sub_view, &p, &BTreeSet::new());
             }
         }
+    }
+
+    /// A directory at `path` whose lower contents (`source`) are not what
+    /// the path held before (`view`): it is opaque, moved here, or below one
+    /// that is. What it no longer shows is deleted; what it brings is added
+    /// (or changed, where the path held that name before). `upper_names`
+    /// are the upper's own entries, compared entry by entry by the walk.
+    fn replaced(
+        &mut self,
+        source: &[LowerDir],
+        view: &[LowerDir],
+        path: &Path,
+        upper_names: &BTreeSet<OsString>,
+    ) {
+        let brought = self.lower_names(source);
+        for n in self.lower_names(view) {
+            if !brought.contains(&n) && !upper_names.contains(&n) {
+                self.emit(ChangeKind::Deleted, path.join(&n));
+            }
+        }
+        self.all_added(source, view, path, upper_names);
     }
 
     /// Walk an upper directory shown at `path`. `view`: the lower directories
@@ -293,23 +327,8 @@ impl<'a> Diff<'a> {
             let upper_names: BTreeSet<OsString> = sys::read_dir(fd.as_fd())
                 .map(|v| v.into_iter().map(|e| e.name).collect())
                 .unwrap_or_default();
-            if opaque {
-                // What the opaque directory hides and does not have again.
-                for n in self.lower_names(&child_view) {
-                    if !upper_names.contains(&n) {
-                        self.emit(ChangeKind::Deleted, p.join(&n));
-                    }
-                }
-            } else if redirect.is_some() {
-                // Moved here: what it brings from below is new at this path, and
-                // what the path held before and no longer shows is gone.
-                let brought = self.lower_names(&child_source);
-                for n in self.lower_names(&child_view) {
-                    if !brought.contains(&n) && !upper_names.contains(&n) {
-                        self.emit(ChangeKind::Deleted, p.join(&n));
-                    }
-                }
-                self.all_added(&child_source, &child_view, &p, &upper_names);
+            if !same_dirs(&child_view, &child_source) {
+                self.replaced(&child_source, &child_view, &p, &upper_names);
             }
             self.walk(fd.as_fd(), &p, &child_view, &child_source)?;
         }
