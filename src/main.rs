@@ -124,6 +124,67 @@ enum Tool {
                             counts, duplicated or shadowed redirects, verity digests."
     )]
     Fsck(FsckArgs),
+    /// Write what an upper changes as an OCI image layer (tar, .tar.gz or .tar.zst):
+    /// whiteouts as .wh.NAME, opaque dirs as .wh..wh..opq, metacopy files with their data,
+    /// moved dirs expanded, xattrs in PAX records, hard links as tar links; reproducible.
+    /// Prints the blob digest and the diff_id.
+    #[command(
+        after_help = "EXAMPLES:\n  ovlfs export --upper /c1/upper --lower /img/l2:/img/l1 -o layer.tar.gz\n  \
+                            sha256:3b1f...  layer.tar.gz (diff_id sha256:9c0e..., 12 entries, 2 whiteouts)\n  \
+                            ovlfs export --upper /c1/upper --lower /img/l1 -o - --compression zstd | ..."
+    )]
+    Export(ExportArgs),
+    /// Unpack an OCI image layer (tar, gzip or zstd, detected from its first bytes) into a
+    /// new layer directory in overlay form: .wh.NAME as a 0/0 whiteout, .wh..wh..opq as the
+    /// opaque xattr. Path traversal, symlinked paths, links out of the layer, oversized
+    /// headers and truncated archives are refused, and nothing is left behind.
+    #[command(after_help = "EXAMPLES:\n  ovlfs apply layer.tar.gz /img/l3\n  \
+                            mount -t overlay overlay -o lowerdir=/img/l3:/img/l2:/img/l1 /mnt\n  \
+                            curl ... | ovlfs apply - /img/l3\n\n\
+                            Needs root for device nodes, whiteouts and files of other owners\n\
+                            (applying as an ordinary user is NOT SUPPORTED YET).")]
+    Apply(ApplyArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// The upper layer
+    #[arg(long, value_name = "DIR")]
+    upper: PathBuf,
+    /// The lower layers, topmost first, separated by ':'
+    #[arg(long, value_name = "L1:L2:...")]
+    lower: String,
+    /// The archive to write ('-': stdout)
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// none, gzip or zstd (default: from the file name; none for stdout)
+    #[arg(long, value_name = "KIND")]
+    compression: Option<String>,
+    /// The layers keep overlay xattrs in user.overlay.*
+    #[arg(long)]
+    userxattr: bool,
+    /// Print a JSON summary
+    #[arg(long)]
+    json: bool,
+    /// Read the layers even while a mounted overlay uses them
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    /// The layer archive ('-': stdin)
+    #[arg(value_name = "LAYER.tar[.gz|.zst]")]
+    archive: PathBuf,
+    /// The new layer directory (must not exist, or be empty)
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Write overlay xattrs (the opaque mark) in user.overlay.*
+    #[arg(long)]
+    userxattr: bool,
+    /// Print a JSON summary
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +341,34 @@ fn run_tool(tool: Tool) -> Result<i32> {
             }
             Ok(0)
         }
+        Tool::Export(a) => run_export(a),
+        Tool::Apply(a) => {
+            let archive = (a.archive.as_os_str() != "-").then_some(a.archive.as_path());
+            let r = ovlfs::tools::apply::apply(archive, &a.dir, a.userxattr).context("apply")?;
+            if a.json {
+                println!(
+                    "{{\"digest\":\"{}\",\"entries\":{},\"whiteouts\":{},\"opaque\":{},\"bytes\":{},\"dropped_xattrs\":{}}}",
+                    r.digest, r.entries, r.whiteouts, r.opaque, r.bytes, r.dropped_xattrs
+                );
+            } else {
+                println!(
+                    "{}: {} entries, {} whiteouts, {} opaque dirs, {} bytes of data from {}",
+                    a.dir.display(),
+                    r.entries,
+                    r.whiteouts,
+                    r.opaque,
+                    r.bytes,
+                    r.digest
+                );
+                if r.dropped_xattrs > 0 {
+                    eprintln!(
+                        "ovlfs: apply: {} overlay xattrs in the archive were not applied",
+                        r.dropped_xattrs
+                    );
+                }
+            }
+            Ok(0)
+        }
         // Operational errors are exit code 8 for fsck, as e2fsck.
         Tool::Fsck(a) => Ok(run_fsck(a).unwrap_or_else(|e| {
             eprintln!("ovlfs: fsck: {e:#}");
@@ -318,6 +407,56 @@ fn run_tool(tool: Tool) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn run_export(a: ExportArgs) -> Result<i32> {
+    use ovlfs::tools::Compression;
+    let (lowers, data) =
+        ovlfs::params::split_lowerdir(&a.lower).map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
+    if !data.is_empty() {
+        anyhow::bail!("--lower: data-only layers (::) are not supported by export yet");
+    }
+    if !a.force {
+        let mut paths: Vec<&std::path::Path> = vec![a.upper.as_path()];
+        paths.extend(lowers.iter().map(|p| p.as_path()));
+        ovlfs::tools::check_not_mounted(&paths)?;
+    }
+    let to_stdout = a.output.as_os_str() == "-";
+    let compression = match &a.compression {
+        Some(c) => Compression::parse(c)
+            .ok_or_else(|| anyhow::anyhow!("--compression {c:?}: expected none, gzip or zstd"))?,
+        None if to_stdout => Compression::None,
+        None => Compression::for_path(&a.output),
+    };
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        anyhow::bail!("-o -: refusing to write an archive to a terminal");
+    }
+    let out = (!to_stdout).then_some(a.output.as_path());
+    let r = ovlfs::tools::export::export(&a.upper, &lowers, out, compression, a.userxattr)
+        .context("export")?;
+    let line = if a.json {
+        format!(
+            "{{\"digest\":\"{}\",\"diff_id\":\"{}\",\"size\":{},\"entries\":{},\"whiteouts\":{},\"bytes\":{}}}",
+            r.digest, r.diff_id, r.size, r.entries, r.whiteouts, r.bytes
+        )
+    } else {
+        format!(
+            "{}  {} (diff_id {}, {} entries, {} whiteouts, {} bytes of data)",
+            r.digest,
+            a.output.display(),
+            r.diff_id,
+            r.entries,
+            r.whiteouts,
+            r.bytes
+        )
+    };
+    // The archive may be on stdout: the summary goes to stderr then.
+    if to_stdout {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(0)
 }
 
 fn run_fsck(a: FsckArgs) -> Result<i32> {

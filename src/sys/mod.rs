@@ -151,6 +151,26 @@ pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> Result<
     })
 }
 
+/// Hard-link `odir/oname` as `ndir/nname` (a final symlink is linked, not followed).
+pub fn linkat(
+    odir: BorrowedFd<'_>,
+    oname: &OsStr,
+    ndir: BorrowedFd<'_>,
+    nname: &OsStr,
+) -> Result<(), Errno> {
+    let (o, n) = (cstr(oname)?, cstr(nname)?);
+    // SAFETY: valid C strings.
+    check(unsafe {
+        libc::linkat(
+            odir.as_raw_fd(),
+            o.as_ptr(),
+            ndir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
+}
+
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> Result<(), Errno> {
     let c = cstr(name)?;
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };

@@ -18,12 +18,11 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::diff::{ChangeKind, diff};
 use super::layers::{ToolError, io_err, open_dir, sibling};
-use crate::engine::{Caller, Errno, Overlay, ROOT_INO};
-use crate::params::{Config, RedirectDir};
+use super::view::View;
+use crate::engine::{Errno, ROOT_INO};
 use crate::sys;
 
 /// How much was written.
@@ -34,44 +33,13 @@ pub struct CommitReport {
     pub bytes: u64,
 }
 
-/// The merged view of `layers` (topmost first), read-only, through the engine.
-fn merged(layers: &[PathBuf], userxattr: bool) -> Result<Overlay, ToolError> {
-    let mut cfg = Config::parse(&["lowerdir=/"]).map_err(|e| ToolError::Io {
-        path: PathBuf::from("/"),
-        what: "internal configuration",
-        errno: {
-            tracing::error!(%e, "commit config");
-            Errno::EINVAL
-        },
-    })?;
-    cfg.lowers = layers.to_vec();
-    cfg.read_only = true;
-    cfg.userxattr = userxattr;
-    cfg.metacopy = !userxattr;
-    cfg.redirect_dir = if userxattr {
-        RedirectDir::NoFollow
-    } else {
-        RedirectDir::On
-    };
-    Overlay::new(cfg).map_err(|e| ToolError::Io {
-        path: layers.first().cloned().unwrap_or_default(),
-        what: "cannot read the stack",
-        errno: {
-            tracing::error!(%e, "commit: opening the stack");
-            Errno::EINVAL
-        },
-    })
-}
-
 struct Writer<'a> {
-    ovl: Overlay,
+    view: View,
     into: OwnedFd,
     into_path: &'a Path,
     /// Merged inode number of a hard-linked file → where it was written first.
     links: HashMap<u64, PathBuf>,
     report: CommitReport,
-    /// Lookup references held while one change is written.
-    held: Vec<u64>,
 }
 
 impl Writer<'_> {
@@ -81,24 +49,6 @@ impl Writer<'_> {
             path: path.clone(),
             what,
             errno,
-        }
-    }
-
-    /// The merged node at `rel`; the lookup references along the way are
-    /// held until `release_held` (the node must stay known while written).
-    fn resolve(&mut self, rel: &Path) -> Result<u64, Errno> {
-        let mut ino = ROOT_INO;
-        for c in rel.components() {
-            let n = self.ovl.lookup(ino, c.as_os_str())?;
-            self.held.push(n.ino);
-            ino = n.ino;
-        }
-        Ok(ino)
-    }
-
-    fn release_held(&mut self) {
-        for i in std::mem::take(&mut self.held) {
-            self.ovl.forget(i, 1);
         }
     }
 
@@ -112,6 +62,7 @@ impl Writer<'_> {
             let name = c.as_os_str();
             if sys::fstatat(cur.as_fd(), name).is_err() {
                 let ino = self
+                    .view
                     .resolve(&sofar)
                     .map_err(self.err(&sofar, "not in the merged view"))?;
                 self.write_entry(cur.as_fd(), name, ino, &sofar, false)?;
@@ -138,6 +89,7 @@ impl Writer<'_> {
         deep: bool,
     ) -> Result<(), ToolError> {
         let a = self
+            .view
             .ovl
             .getattr(ino)
             .map_err(self.err(rel, "cannot stat in the merged view"))?;
@@ -167,6 +119,7 @@ impl Writer<'_> {
             },
             libc::S_IFLNK => {
                 let target = self
+                    .view
                     .ovl
                     .readlink(ino)
                     .map_err(self.err(rel, "cannot read the link"))?;
@@ -192,11 +145,8 @@ impl Writer<'_> {
         if kind != libc::S_IFLNK {
             sys::fchmod(fd.as_fd(), st.st_mode & 0o7777).map_err(self.err(rel, "cannot chmod"))?;
         }
-        for x in self.ovl.listxattr(ino, &Caller::ROOT).unwrap_or_default() {
-            if let Ok(v) = self.ovl.getxattr(ino, &x) {
-                sys::setxattr(fd.as_fd(), &x, &v, 0)
-                    .map_err(self.err(rel, "cannot set an xattr"))?;
-            }
+        for (x, v) in self.view.xattrs(ino) {
+            sys::setxattr(fd.as_fd(), &x, &v, 0).map_err(self.err(rel, "cannot set an xattr"))?;
         }
         if deep && kind == libc::S_IFDIR {
             let sub = sys::openat(
@@ -223,42 +173,26 @@ impl Writer<'_> {
         ino: u64,
         rel: &Path,
     ) -> Result<(), ToolError> {
-        let fh = self
-            .ovl
-            .opendir(ino)
+        let names = self
+            .view
+            .children(ino)
             .map_err(self.err(rel, "cannot list"))?;
-        let entries = self.ovl.readdir(fh, 0);
-        self.ovl.releasedir(fh);
-        let entries: Arc<Vec<_>> = entries.map_err(self.err(rel, "cannot list"))?;
-        for e in entries.iter() {
-            if e.name == "." || e.name == ".." {
-                continue;
-            }
-            let node = self
-                .ovl
-                .lookup(ino, &e.name)
-                .map_err(self.err(&rel.join(&e.name), "cannot look up"))?;
-            let r = self.write_entry(dir, &e.name, node.ino, &rel.join(&e.name), true);
-            self.ovl.forget(node.ino, 1);
+        for name in names {
+            let child = self
+                .view
+                .lookup_child(ino, &name)
+                .map_err(self.err(&rel.join(&name), "cannot look up"))?;
+            let r = self.write_entry(dir, &name, child, &rel.join(&name), true);
+            self.view.ovl.forget(child, 1);
             r?;
         }
         Ok(())
     }
 
     fn copy_data(&mut self, ino: u64, out: BorrowedFd<'_>, rel: &Path) -> Result<(), ToolError> {
-        let fh = self
-            .ovl
-            .open(ino, libc::O_RDONLY, &Caller::ROOT)
-            .map_err(self.err(rel, "cannot open"))?;
-        let copied = (|| -> Result<u64, Errno> {
-            let mut off = 0u64;
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                self.ovl.read(fh, off, 1 << 20, &mut buf)?;
-                if buf.is_empty() {
-                    return Ok(off);
-                }
+        let n = self
+            .view
+            .read_data(ino, &mut |buf, off| {
                 let mut done = 0;
                 while done < buf.len() {
                     match sys::pwrite(out, &buf[done..], off + done as u64)? {
@@ -266,11 +200,9 @@ impl Writer<'_> {
                         n => done += n,
                     }
                 }
-                off += buf.len() as u64;
-            }
-        })();
-        self.ovl.release(fh);
-        let n = copied.map_err(self.err(rel, "cannot copy the data"))?;
+                Ok(())
+            })
+            .map_err(self.err(rel, "cannot copy the data"))?;
         self.report.bytes += n;
         Ok(())
     }
@@ -293,7 +225,7 @@ pub fn commit(
     }
     let mut layers: Vec<PathBuf> = upper.map(Path::to_path_buf).into_iter().collect();
     layers.extend(lowers.iter().cloned());
-    let ovl = merged(&layers, userxattr)?;
+    let view = View::new(&layers, userxattr)?;
     let (parent_path, tmp) = sibling(into, ".commit-tmp")?;
     let parent = open_dir(&parent_path)?;
     crate::engine::remove_tree(parent.as_fd(), &tmp)
@@ -308,14 +240,14 @@ pub fn commit(
     .map_err(io_err(&parent_path, "cannot open"))?;
     let tmp_path = parent_path.join(&tmp);
     let mut w = Writer {
-        ovl,
+        view,
         into: tmp_fd,
         into_path: &tmp_path,
         links: HashMap::new(),
         report: CommitReport::default(),
-        held: Vec::new(),
     };
     let root_attr = w
+        .view
         .ovl
         .getattr(ROOT_INO)
         .map_err(io_err(&tmp_path, "cannot stat the merged root"))?;
@@ -343,6 +275,7 @@ pub fn commit(
                             continue;
                         }
                         let ino = w
+                            .view
                             .resolve(&rel)
                             .map_err(io_err(&tmp_path.join(&rel), "not in the merged view"))?;
                         // A changed directory keeps its own entries in place;
@@ -350,7 +283,7 @@ pub fn commit(
                         w.write_entry(dir.as_fd(), name, ino, &rel, false)?;
                     }
                 }
-                w.release_held();
+                w.view.release_held();
             }
         }
     }

@@ -63,6 +63,8 @@ pub(super) struct Diff<'a> {
     lower_roots: &'a [OwnedFd],
     upper_path: &'a Path,
     out: Vec<Change>,
+    /// Opaque upper directories over a lower directory.
+    opaque_dirs: Vec<PathBuf>,
 }
 
 fn is_dir(st: &Stat) -> bool {
@@ -83,7 +85,11 @@ fn open_sub(dir: BorrowedFd<'_>, name: &OsStr) -> Option<OwnedFd> {
 fn same_dirs(a: &[LowerDir], b: &[LowerDir]) -> bool {
     let ids = |v: &[LowerDir]| -> Vec<Option<(u64, u64)>> {
         v.iter()
-            .map(|d| sys::fstat(d.fd.as_fd()).ok().map(|st| (st.st_dev, st.st_ino)))
+            .map(|d| {
+                sys::fstat(d.fd.as_fd())
+                    .ok()
+                    .map(|st| (st.st_dev, st.st_ino))
+            })
             .collect()
     };
     a.len() == b.len() && ids(a) == ids(b)
@@ -100,6 +106,16 @@ pub(super) fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
 
 /// List the changes `upper` makes to the stack `lowers` (topmost first).
 pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Change>, ToolError> {
+    Ok(diff_and_opaque(upper, lowers, userxattr)?.0)
+}
+
+/// The changes, and the upper's opaque directories over lower ones (an OCI
+/// layer marks those opaque rather than deleting what they hide one by one).
+pub(super) fn diff_and_opaque(
+    upper: &Path,
+    lowers: &[PathBuf],
+    userxattr: bool,
+) -> Result<(Vec<Change>, Vec<PathBuf>), ToolError> {
     let upper_fd = open_dir(upper)?;
     let lower_roots = lowers
         .iter()
@@ -110,7 +126,7 @@ pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Cha
     d.walk(upper_fd.as_fd(), Path::new("/"), &view, &source)?;
     d.out.sort();
     d.out.dedup();
-    Ok(d.out)
+    Ok((d.out, d.opaque_dirs))
 }
 
 impl<'a> Diff<'a> {
@@ -121,6 +137,7 @@ impl<'a> Diff<'a> {
             lower_roots,
             upper_path,
             out: Vec::new(),
+            opaque_dirs: Vec::new(),
         }
     }
 
@@ -318,6 +335,9 @@ impl<'a> Diff<'a> {
                 sys::getxattr(fd.as_fd(), &self.xattr.name("redirect")).ok()
             };
             let child_view = self.lower_children(view, name);
+            if opaque && !child_view.is_empty() {
+                self.opaque_dirs.push(p.clone());
+            }
             let child_source = match &redirect {
                 Some(v) if v.first() == Some(&b'/') => self.redirected(v),
                 Some(v) => self.lower_children(source, OsStr::from_bytes(v)),

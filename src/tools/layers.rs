@@ -18,6 +18,14 @@ pub enum ToolError {
     },
     #[error("{0}: in use by a mounted overlay ({1}); unmount it first, or pass --force")]
     Mounted(PathBuf, String),
+    /// A layer archive that cannot be read or is refused (`entry` empty
+    /// where the archive as a whole is at fault).
+    #[error("{archive}: {}{why}", if entry.is_empty() { String::new() } else { format!("entry {entry:?}: ") })]
+    Archive {
+        archive: PathBuf,
+        entry: String,
+        why: String,
+    },
 }
 
 pub(super) fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(Errno) -> ToolError + 'a {

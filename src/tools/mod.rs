@@ -3,15 +3,21 @@
 //!
 //! `diff` lists what an upper layer changes relative to its lowers; `commit`
 //! turns an upper into a lower layer (or flattens a stack); `reset` returns
-//! an overlay to its factory state; `fsck` checks and repairs layers.
-//! (export/apply are not written yet.)
+//! an overlay to its factory state; `fsck` checks and repairs layers;
+//! `export` writes an upper as an OCI layer and `apply` unpacks one.
 
+pub mod apply;
+mod archive;
 pub mod commit;
 pub mod diff;
+pub mod export;
 pub mod fsck;
 mod layers;
+mod progress;
 pub mod reset;
+mod view;
 
+pub use archive::Compression;
 pub use layers::{ToolError, check_not_mounted};
 
 /// A JSON string literal for `v` (the tools' `--json` output).

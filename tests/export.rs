@@ -1,0 +1,406 @@
+//! `ovlfs export` and `ovlfs apply`: OCI layers out of and into layer
+//! directories. Changes are made through the kernel overlay; what export
+//! writes, applied again (by ovlfs and by umoci), shows the overlay's exact
+//! view; what umoci writes, applied by ovlfs and mounted by the kernel,
+//! shows umoci's tree.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::tree::{SnapMode, Tree, diff, snapshot};
+use common::{Scratch, mount_kernel, ovlfs_bin, require_root_and_fuse, set_xattr, unmount};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(ovlfs_bin()).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+fn set_times(p: &Path, sec: i64, nsec: i64) {
+    let t = libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
+    let c = common::cstr(p);
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// Lower layers and an upper written through the kernel overlay with
+/// redirects, metacopy, whiteouts, an opaque dir (with a lower dir of the
+/// same name below it), hard links, xattrs, devices, long and odd names.
+/// Returns (lowers, upper, the overlay's merged view).
+fn changed_stack(d: &Path) -> (Vec<PathBuf>, PathBuf, Tree) {
+    let (l1, l2, u, w, m) = (
+        d.join("l1"),
+        d.join("l2"),
+        d.join("u"),
+        d.join("w"),
+        d.join("m"),
+    );
+    for p in [&l1, &l2, &u, &w, &m] {
+        fs::create_dir_all(p).unwrap();
+    }
+    for dir in ["a/deep", "opq/sub", "mv/inner", "meta"] {
+        fs::create_dir_all(l2.join(dir)).unwrap();
+    }
+    for (p, c) in [
+        ("a/x", "x"),
+        ("a/deep/y", "y"),
+        ("opq/old", "old"),
+        ("opq/sub/s", "s"),
+        ("mv/m", "m"),
+        ("mv/inner/i", "i"),
+        ("meta/big", "metacopy data"),
+        ("gone", "g"),
+    ] {
+        fs::write(l2.join(p), c).unwrap();
+    }
+    fs::write(l1.join("top"), "t").unwrap();
+    let lowers = vec![l1.clone(), l2.clone()];
+    mount_kernel(
+        &lowers,
+        Some(&u),
+        Some(&w),
+        &m,
+        &["redirect_dir=on", "metacopy=on"],
+    )
+    .unwrap();
+    fs::write(m.join("a/deep/y"), "changed").unwrap();
+    fs::write(m.join("a/new"), vec![7u8; 300_000]).unwrap();
+    fs::remove_file(m.join("gone")).unwrap();
+    fs::remove_dir_all(m.join("opq")).unwrap();
+    fs::create_dir(m.join("opq")).unwrap();
+    fs::write(m.join("opq/fresh"), "f").unwrap();
+    fs::create_dir(m.join("opq/sub")).unwrap();
+    fs::write(m.join("opq/sub/t"), "t").unwrap();
+    fs::rename(m.join("mv"), m.join("moved")).unwrap();
+    fs::write(m.join("moved/inner/j"), "j").unwrap();
+    std::os::unix::fs::chown(m.join("meta/big"), Some(1000), Some(1000)).unwrap();
+    fs::write(m.join("h1"), "linked").unwrap();
+    fs::hard_link(m.join("h1"), m.join("a/h2")).unwrap();
+    set_xattr(&m.join("h1"), "user.note", b"bin\x00ary\xff");
+    std::os::unix::fs::symlink("../a/x", m.join("a/lnk")).unwrap();
+    assert!(
+        sh(&format!("mkfifo {0}/fifo && mknod {0}/dev c 1 3", s(&m)))
+            .status
+            .success()
+    );
+    fs::write(m.join("a/suid"), "s").unwrap();
+    fs::set_permissions(m.join("a/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    // Paths beyond ustar's 100-byte name and 155-byte prefix, a long link
+    // target, a name that is not UTF-8.
+    let long_dir = m.join("l".repeat(120)).join("m".repeat(150));
+    fs::create_dir_all(&long_dir).unwrap();
+    fs::write(long_dir.join("n".repeat(200)), "long").unwrap();
+    std::os::unix::fs::symlink("t".repeat(300), m.join("longlink")).unwrap();
+    fs::write(m.join(OsStr::from_bytes(b"bad\xffname")), "odd").unwrap();
+    set_times(&m.join("a/new"), 1_500_000_000, 123_456_789);
+    set_times(&m.join("a/lnk"), 1_234_567_890, 0);
+    set_times(&m.join("opq"), 2_000_000_000, 999_999_999);
+    let before = snapshot(&m, SnapMode::Merged);
+    unmount(&m).unwrap();
+    (lowers, u, before)
+}
+
+fn merged_view(layers: &[PathBuf], m: &Path) -> Tree {
+    mount_kernel(layers, None, None, m, &[]).unwrap();
+    let t = snapshot(m, SnapMode::Merged);
+    unmount(m).unwrap();
+    t
+}
+
+fn without_root(t: &Tree) -> Tree {
+    let mut t = t.clone();
+    t.0.remove("");
+    t
+}
+
+fn sha256_of(p: &Path) -> String {
+    let out = sh(&format!("sha256sum '{}'", s(p)));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+#[test]
+fn export_then_apply_shows_the_overlay_view_in_every_compression() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let sc = Scratch::new().unwrap();
+    let d = sc.subdir("rt");
+    let (lowers, u, before) = changed_stack(&d);
+    let lowerdir = format!("{}:{}", s(&lowers[0]), s(&lowers[1]));
+    let m = d.join("m");
+    for name in ["layer.tar", "layer.tar.gz", "layer.tar.zst"] {
+        let archive = d.join(name);
+        let out = ok(&run(&[
+            "export",
+            "--upper",
+            s(&u),
+            "--lower",
+            &lowerdir,
+            "-o",
+            s(&archive),
+        ]));
+        // The digest printed is the archive's.
+        let digest = sha256_of(&archive);
+        assert!(
+            out.starts_with(&digest),
+            "{name}: printed {out}, file is {digest}"
+        );
+        // Reproducible: the same layers give the same bytes.
+        let again = d.join(format!("again-{name}"));
+        ok(&run(&[
+            "export",
+            "--upper",
+            s(&u),
+            "--lower",
+            &lowerdir,
+            "-o",
+            s(&again),
+        ]));
+        assert_eq!(
+            fs::read(&archive).unwrap(),
+            fs::read(&again).unwrap(),
+            "{name} not reproducible"
+        );
+
+        let layer = d.join(format!("applied-{name}"));
+        let out = ok(&run(&["apply", "--json", s(&archive), s(&layer)]));
+        assert!(out.contains(&digest), "{out}");
+        assert!(
+            out.contains("\"opaque\":1"),
+            "the opaque dir came as a marker: {out}"
+        );
+        let mut stacked = vec![layer.clone()];
+        stacked.extend(lowers.iter().cloned());
+        let after = merged_view(&stacked, &m);
+        let dd = diff(&before, &after, "overlay", name);
+        assert!(
+            dd.is_empty(),
+            "{name} applied on the lowers differs:\n{}",
+            dd.join("\n")
+        );
+    }
+    // The plain tar as GNU tar sees it: OCI whiteouts and the opaque marker,
+    // real data for the metacopy file, no overlay xattrs.
+    let listing = sh(&format!("tar -tvf {}", s(&d.join("layer.tar"))));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        ".wh.gone",
+        "opq/.wh..wh..opq",
+        ".wh.mv",
+        "moved/inner/i",
+        "h1 link to a/h2",
+    ] {
+        assert!(listing.contains(want), "{want} missing from:\n{listing}");
+    }
+    assert!(
+        !listing.contains("opq/.wh.old"),
+        "an opaque dir needs no whiteouts:\n{listing}"
+    );
+    let xattrs = sh(&format!(
+        "tar --xattrs --xattrs-include='*' -tvvf {} 2>&1",
+        s(&d.join("layer.tar"))
+    ));
+    assert!(!String::from_utf8_lossy(&xattrs.stdout).contains("overlay"));
+
+    // stdout, with the summary on stderr; a terminal is refused elsewhere.
+    let out = run(&[
+        "export",
+        "--upper",
+        s(&u),
+        "--lower",
+        &lowerdir,
+        "-o",
+        "-",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, fs::read(d.join("layer.tar.zst")).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("sha256:"));
+
+    // Apply refuses a target that is not empty, naming it.
+    let out = run(&["apply", s(&d.join("layer.tar")), s(&lowers[0])]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}
+
+fn require_umoci() -> bool {
+    if Command::new("umoci").arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and umoci is missing (apt-get install umoci)");
+    }
+    eprintln!(
+        "\n{0}\nSKIPPED: umoci is not installed\n{0}\n",
+        "*".repeat(60)
+    );
+    false
+}
+
+fn umoci(args: &[&str]) {
+    let out = Command::new("umoci").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "umoci {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The blob of the topmost layer of tag `tag` in the OCI layout `img`.
+fn top_layer_blob(img: &Path, tag: &str) -> PathBuf {
+    let blob = |digest: &str| {
+        img.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(img.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(manifest["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    blob(layers.last().unwrap()["digest"].as_str().unwrap())
+}
+
+#[test]
+fn umoci_reads_what_export_writes_and_apply_reads_what_umoci_writes() {
+    if !require_root_and_fuse() || !require_umoci() {
+        return;
+    }
+    let sc = Scratch::new().unwrap();
+    let d = sc.subdir("umoci");
+    let (lowers, u, before) = changed_stack(&d);
+    let m = d.join("m");
+    // umoci's base image: the two lowers flattened, as GNU tar packs them.
+    let flat = d.join("flat");
+    let lowerdir = format!("{}:{}", s(&lowers[0]), s(&lowers[1]));
+    ok(&run(&[
+        "commit",
+        "--flatten",
+        "--lower",
+        &lowerdir,
+        "--into",
+        s(&flat),
+    ]));
+    let base = d.join("base.tar");
+    assert!(
+        sh(&format!(
+            "tar --numeric-owner --xattrs --xattrs-include='*' -C {} -cf {} .",
+            s(&flat),
+            s(&base)
+        ))
+        .status
+        .success()
+    );
+    let img = d.join("img");
+    let img_tag = |t: &str| format!("{}:{t}", s(&img));
+    umoci(&["init", "--layout", s(&img)]);
+    umoci(&["new", "--image", &img_tag("base")]);
+    umoci(&["raw", "add-layer", "--image", &img_tag("base"), s(&base)]);
+
+    // export → umoci: the unpacked rootfs is the overlay's view.
+    let layer = d.join("layer.tar");
+    ok(&run(&[
+        "export",
+        "--upper",
+        s(&u),
+        "--lower",
+        &lowerdir,
+        "-o",
+        s(&layer),
+    ]));
+    umoci(&[
+        "raw",
+        "add-layer",
+        "--image",
+        &img_tag("base"),
+        "--tag",
+        "changed",
+        s(&layer),
+    ]);
+    let bundle = d.join("bundle");
+    umoci(&["unpack", "--image", &img_tag("changed"), s(&bundle)]);
+    let rootfs = snapshot(&bundle.join("rootfs"), SnapMode::Merged);
+    // umoci gives the root directory its own attributes.
+    let dd = diff(
+        &without_root(&before),
+        &without_root(&rootfs),
+        "overlay",
+        "umoci rootfs",
+    );
+    assert!(
+        dd.is_empty(),
+        "umoci unpacked a different tree:\n{}",
+        dd.join("\n")
+    );
+
+    // umoci → apply: changes made in an unpacked bundle, repacked by umoci,
+    // applied by ovlfs onto the flattened base, mounted by the kernel.
+    let b2 = d.join("b2");
+    umoci(&["unpack", "--image", &img_tag("base"), s(&b2)]);
+    let r = b2.join("rootfs");
+    fs::remove_dir_all(r.join("opq")).unwrap();
+    fs::remove_file(r.join("gone")).unwrap();
+    fs::write(r.join("a/x"), "rewritten by umoci's user").unwrap();
+    fs::create_dir(r.join("umoci-dir")).unwrap();
+    fs::write(r.join("umoci-dir/f"), "f").unwrap();
+    set_xattr(&r.join("umoci-dir/f"), "user.k", b"v");
+    std::os::unix::fs::chown(r.join("a/deep/y"), Some(42), Some(43)).unwrap();
+    fs::hard_link(r.join("umoci-dir/f"), r.join("a/f-link")).unwrap();
+    umoci(&["repack", "--image", &img_tag("repacked"), s(&b2)]);
+    let blob = top_layer_blob(&img, "repacked");
+    let applied = d.join("applied");
+    ok(&run(&["apply", s(&blob), s(&applied)]));
+    let want = snapshot(&r, SnapMode::Merged);
+    let got = merged_view(&[applied, flat.clone()], &m);
+    let dd = diff(
+        &without_root(&want),
+        &without_root(&got),
+        "umoci bundle",
+        "applied",
+    );
+    assert!(
+        dd.is_empty(),
+        "the applied umoci layer shows a different tree:\n{}",
+        dd.join("\n")
+    );
+}
