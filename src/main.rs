@@ -85,8 +85,7 @@ struct Cli {
     paths: Vec<PathBuf>,
 }
 
-/// Tools that work on layer directories offline. (export and apply are
-/// NOT SUPPORTED YET.)
+/// Tools that work on layer directories offline.
 #[derive(Subcommand, Debug)]
 enum Tool {
     /// What an upper layer changes relative to its lowers, as docker diff prints it:
@@ -141,8 +140,8 @@ enum Tool {
     #[command(after_help = "EXAMPLES:\n  ovlfs apply layer.tar.gz /img/l3\n  \
                             mount -t overlay overlay -o lowerdir=/img/l3:/img/l2:/img/l1 /mnt\n  \
                             curl ... | ovlfs apply - /img/l3\n\n\
-                            Needs root for device nodes, whiteouts and files of other owners\n\
-                            (applying as an ordinary user is NOT SUPPORTED YET).")]
+                            Needs root for device nodes and files of other owners\n\
+                            (applying those as an ordinary user is NOT SUPPORTED YET).")]
     Apply(ApplyArgs),
 }
 

@@ -8,7 +8,7 @@
 //! leading anywhere but to an earlier entry); extension headers are read
 //! only up to a bound; data shorter than its header says, or an archive
 //! without its end marker, is refused as truncated; device nodes and
-//! foreign owners need root, and say so. Overlay xattrs in the archive are
+//! files of other owners need root, and say so. Overlay xattrs in the archive are
 //! dropped (a layer must not smuggle redirects or metacopy into a stack).
 //!
 //! Everything is built in `.DIR.apply-tmp` beside DIR and renamed into place
@@ -152,7 +152,7 @@ impl Applier<'_> {
     fn fail(&self, entry: &[u8], what: &str, e: Errno) -> ToolError {
         let hint = match e {
             Errno::EPERM => {
-                " (needs root: devices, whiteouts and foreign owners; applying as an ordinary user is NOT SUPPORTED YET)"
+                " (needs root: device nodes and files of other owners; applying those as an ordinary user is NOT SUPPORTED YET)"
             }
             _ => "",
         };
