@@ -118,9 +118,10 @@ enum Tool {
         after_help = "EXAMPLE:\n  ovlfs fsck -o lowerdir=/l2:/l1,upperdir=/u,workdir=/w -n\n\n\
                             Checked so far: orphan whiteouts, OCI whiteouts and opaque markers in the upper,\n\
                             invalid and dangling redirects, missing impure marks, metacopy files without data,\n\
-                            workdir leftovers, a dirty volatile mount, index temporaries, bad and stale index\n\
-                            entries. NOT SUPPORTED YET: origin handles that no longer resolve, index nlink\n\
-                            counts, duplicated or shadowed redirects, verity digests."
+                            workdir leftovers, a dirty volatile mount, index temporaries, bad, stale and orphan\n\
+                            index entries, index nlink counts, origin handles the kernel ignores, an upper root\n\
+                            tied to other lowers, moved directories shown twice (missing whiteout, duplicate\n\
+                            redirect). NOT SUPPORTED YET: verity digests, redirects inside lower layers."
     )]
     Fsck(FsckArgs),
     /// Write what an upper changes as an OCI image layer (tar, .tar.gz or .tar.zst):
@@ -475,6 +476,7 @@ fn run_fsck(a: FsckArgs) -> Result<i32> {
         cfg.work.as_deref(),
         &cfg.lowers,
         cfg.userxattr,
+        cfg.uuid == ovlfs::params::UuidMode::Off,
         repair,
     )
     .context("fsck")?;

@@ -9,7 +9,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Scratch, cstr, mount_kernel, ovlfs_bin, require_root_and_fuse, unmount};
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Scratch, cstr, mount_kernel, ovlfs_bin, require_root_and_fuse, tree, unmount};
 
 fn removexattr(p: &Path, name: &str) {
     let n = std::ffi::CString::new(name).unwrap();
@@ -160,4 +162,424 @@ fn corruptions_are_found_and_repaired() {
     unmount(&m).unwrap();
     assert_eq!(code, 8, "{out}");
     assert!(out.contains("in use"), "{out}");
+}
+
+/// The kernel options the new tests mount with (and pass to fsck).
+const FULL: &[&str] = &["redirect_dir=on", "index=on", "metacopy=on"];
+
+struct Stack {
+    lowers: Vec<PathBuf>,
+    u: PathBuf,
+    w: PathBuf,
+    m: PathBuf,
+}
+
+impl Stack {
+    /// Two lower layers, upper, work and mount point under `d`; `lower`
+    /// builds the bottom lower layer.
+    fn new(d: &Path, lower: impl FnOnce(&Path)) -> Stack {
+        let s = Stack {
+            lowers: vec![d.join("l1"), d.join("l2")],
+            u: d.join("u"),
+            w: d.join("w"),
+            m: d.join("m"),
+        };
+        for p in s.lowers.iter().chain([&s.u, &s.w, &s.m]) {
+            fs::create_dir_all(p).unwrap();
+        }
+        lower(&s.lowers[1]);
+        s
+    }
+
+    fn opts(&self) -> String {
+        format!(
+            "lowerdir={}:{},upperdir={},workdir={},{}",
+            self.lowers[0].display(),
+            self.lowers[1].display(),
+            self.u.display(),
+            self.w.display(),
+            FULL.join(",")
+        )
+    }
+
+    fn mount(&self) {
+        mount_kernel(&self.lowers, Some(&self.u), Some(&self.w), &self.m, FULL).unwrap();
+    }
+
+    fn unmount(&self) {
+        unmount(&self.m).unwrap();
+    }
+
+    fn fsck(&self, flag: &str) -> (i32, String) {
+        fsck(&self.opts(), flag)
+    }
+
+    /// The index entries' names (not the kernel's shared whiteout, `#N`).
+    fn index(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.w.join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('#'))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn found_at(out: &str, verb: &str, problem: &str, path: &Path) -> bool {
+    out.lines()
+        .any(|l| l.starts_with(&format!("{verb} {problem}: {}", path.display())))
+}
+
+fn nlink(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).unwrap().nlink()
+}
+
+fn ino(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// The kernel ignores (with a warning) origin handles that are malformed,
+/// name a lower object that is gone, or name one of another type; fsck
+/// removes them, and the kernel's view is the same before and after.
+#[test]
+fn origins_the_kernel_ignores_are_removed() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new().unwrap();
+    let s = Stack::new(&scratch.subdir("o"), |l| {
+        fs::create_dir_all(l.join("d")).unwrap();
+        fs::write(l.join("replaced"), "old lower").unwrap();
+        fs::write(l.join("meta"), "meta data").unwrap();
+        fs::write(l.join("kept"), "kept").unwrap();
+    });
+    s.mount();
+    fs::write(s.m.join("replaced"), "upper copy").unwrap();
+    fs::set_permissions(s.m.join("meta"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(s.m.join("kept"), "kept, changed").unwrap();
+    fs::write(s.m.join("d/new"), "new").unwrap();
+    fs::write(s.m.join("added"), "added").unwrap();
+    s.unmount();
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "kernel-written layers are clean: {out}");
+
+    // The lower file replaced offline; a malformed handle on the metacopy
+    // file; a directory's handle on a regular file.
+    let l = &s.lowers[1];
+    fs::remove_file(l.join("replaced")).unwrap();
+    fs::write(l.join("replaced"), "new lower").unwrap();
+    common::set_xattr(&s.u.join("meta"), "trusted.overlay.origin", b"garbage");
+    let dir_origin = common::lxattr(&s.u.join("d"), "trusted.overlay.origin").unwrap();
+    common::set_xattr(&s.u.join("added"), "trusted.overlay.origin", &dir_origin);
+    s.mount();
+    let before = tree::snapshot(&s.m, tree::SnapMode::Merged);
+    let inos: Vec<u64> = ["replaced", "meta", "kept", "added", "d"]
+        .iter()
+        .map(|n| ino(&s.m.join(n)))
+        .collect();
+    s.unmount();
+
+    let stale = ["replaced", "meta", "added"];
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 4, "{out}");
+    for n in stale {
+        assert!(
+            found_at(&out, "found", "stale-origin", &s.u.join(n)),
+            "{n}: {out}"
+        );
+    }
+    assert_eq!(out.matches("stale-origin").count(), 3, "only those: {out}");
+    assert!(common::lxattr(&s.u.join("meta"), "trusted.overlay.origin").is_some());
+
+    let (code, out) = s.fsck("-y");
+    assert_eq!(code, 1, "{out}");
+    for n in stale {
+        assert!(
+            found_at(&out, "repaired", "stale-origin", &s.u.join(n)),
+            "{n}: {out}"
+        );
+        assert_eq!(common::lxattr(&s.u.join(n), "trusted.overlay.origin"), None);
+    }
+    for n in ["kept", "d"] {
+        assert!(common::lxattr(&s.u.join(n), "trusted.overlay.origin").is_some());
+    }
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "clean after the repair: {out}");
+
+    // The kernel shows the same view, inode numbers included.
+    s.mount();
+    let after = tree::snapshot(&s.m, tree::SnapMode::Merged);
+    let inos_after: Vec<u64> = ["replaced", "meta", "kept", "added", "d"]
+        .iter()
+        .map(|n| ino(&s.m.join(n)))
+        .collect();
+    assert_eq!(
+        fs::read_to_string(s.m.join("replaced")).unwrap(),
+        "upper copy"
+    );
+    assert_eq!(fs::read_to_string(s.m.join("meta")).unwrap(), "meta data");
+    s.unmount();
+    let d = tree::diff(&before, &after, "before", "after");
+    assert!(d.is_empty(), "the view changed: {d:#?}");
+    assert_eq!(inos, inos_after);
+}
+
+/// Index entries of hard-linked lower files against the names that show
+/// them: a wrong count is rewritten as the kernel writes it, entries no name
+/// shows (or whose lower file is gone) are removed.
+#[test]
+fn index_entries_are_checked_against_the_view() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new().unwrap();
+    let pairs = ["p", "q", "r", "s", "t"];
+    let s = Stack::new(&scratch.subdir("i"), |l| {
+        fs::create_dir_all(l.join("sub")).unwrap();
+        for p in pairs {
+            fs::write(l.join(format!("{p}1")), p).unwrap();
+            fs::hard_link(l.join(format!("{p}1")), l.join(format!("sub/{p}2"))).unwrap();
+        }
+    });
+    // Each pair copied up through its first name: indexed, the second name
+    // still shown from below.
+    s.mount();
+    for p in pairs {
+        fs::write(s.m.join(format!("{p}1")), format!("{p} changed")).unwrap();
+    }
+    fs::hard_link(s.m.join("p1"), s.m.join("p3")).unwrap();
+    s.unmount();
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "kernel-written layers are clean: {out}");
+    let entry = |p: &str| {
+        let i = ino(&s.u.join(format!("{p}1")));
+        s.index()
+            .into_iter()
+            .find(|n| ino(&s.w.join("index").join(n)) == i)
+            .unwrap()
+    };
+    let (ip, iq, ir, is, it) = (entry("p"), entry("q"), entry("r"), entry("s"), entry("t"));
+    let l = &s.lowers[1];
+    // p: a count that is off (3 names show it: p1, p3, sub/p2).
+    common::set_xattr(
+        &s.w.join("index").join(&ip),
+        "trusted.overlay.nlink",
+        b"U+5",
+    );
+    // q: its upper name deleted offline and its lower names whited out:
+    // no name shows it, yet its count says one does (the kernel keeps it).
+    fs::remove_file(s.u.join("q1")).unwrap();
+    mknod_whiteout(&s.u.join("q1"));
+    fs::create_dir_all(s.u.join("sub")).unwrap();
+    mknod_whiteout(&s.u.join("sub/q2"));
+    common::set_xattr(
+        &s.w.join("index").join(&iq),
+        "trusted.overlay.nlink",
+        b"U+1",
+    );
+    // r: the lower file deleted offline.
+    fs::remove_file(l.join("r1")).unwrap();
+    fs::remove_file(l.join("sub/r2")).unwrap();
+    // s: the count missing.
+    removexattr(&s.w.join("index").join(&is), "trusted.overlay.nlink");
+    // t: its upper name deleted offline, one lower link left: the kernel
+    // drops the entry at mount, and the lower file shows again.
+    fs::remove_file(s.u.join("t1")).unwrap();
+    fs::remove_file(l.join("sub/t2")).unwrap();
+
+    let idx = |n: &str| s.w.join("index").join(n);
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 4, "{out}");
+    assert!(found_at(&out, "found", "index-nlink", &idx(&ip)), "{out}");
+    assert!(found_at(&out, "found", "index-nlink", &idx(&is)), "{out}");
+    for i in [&iq, &ir, &it] {
+        assert!(
+            found_at(&out, "found", "index-orphan", &idx(i)),
+            "{i}: {out}"
+        );
+    }
+    // r's upper name keeps the gone file's handle: the kernel ignores it.
+    assert!(
+        found_at(&out, "found", "stale-origin", &s.u.join("r1")),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 6, "nothing else: {out}");
+    assert_eq!(s.index().len(), 5, "-n changes nothing");
+
+    let (code, out) = s.fsck("-y");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("repaired").count(), 6, "{out}");
+    assert_eq!(s.index(), {
+        let mut v = vec![ip.clone(), is.clone()];
+        v.sort();
+        v
+    });
+    assert_eq!(
+        common::lxattr(&idx(&ip), "trusted.overlay.nlink").unwrap(),
+        b"U+0",
+        "as the kernel writes it: 2 upper links (p1, p3) besides the entry, and sub/p2"
+    );
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "clean after the repair: {out}");
+
+    s.mount();
+    let m = &s.m;
+    assert_eq!(nlink(&m.join("p1")), 3);
+    assert_eq!(ino(&m.join("p1")), ino(&m.join("sub/p2")));
+    assert_eq!(fs::read_to_string(m.join("sub/p2")).unwrap(), "p changed");
+    assert!(!m.join("q1").exists() && !m.join("sub/q2").exists());
+    assert_eq!(fs::read_to_string(m.join("r1")).unwrap(), "r changed");
+    assert_eq!(nlink(&m.join("r1")), 1);
+    assert_eq!(nlink(&m.join("s1")), 2);
+    assert_eq!(fs::read_to_string(m.join("sub/s2")).unwrap(), "s changed");
+    assert_eq!(fs::read_to_string(m.join("t1")).unwrap(), "t");
+    // Unlinking every name of p leaves no index entry behind.
+    for n in ["p1", "p3", "sub/p2"] {
+        fs::remove_file(m.join(n)).unwrap();
+    }
+    s.unmount();
+    assert_eq!(s.index(), vec![is.clone()]);
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "{out}");
+}
+
+/// A directory moved with a redirect shows once: a missing whiteout at the
+/// place it was moved from is made again; a second redirect to the same
+/// lower directory, or an upper directory merged with it by name at the old
+/// place, is reported and left.
+#[test]
+fn moved_directories_show_once() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new().unwrap();
+    let s = Stack::new(&scratch.subdir("r"), |l| {
+        for (d, f) in [("a", "x"), ("b", "y"), ("c/sub", "z")] {
+            fs::create_dir_all(l.join(d)).unwrap();
+            fs::write(l.join(d).join(f), f).unwrap();
+        }
+    });
+    s.mount();
+    fs::rename(s.m.join("a"), s.m.join("a2")).unwrap();
+    fs::rename(s.m.join("b"), s.m.join("b2")).unwrap();
+    fs::create_dir(s.m.join("n")).unwrap();
+    fs::rename(s.m.join("c/sub"), s.m.join("n/sub")).unwrap();
+    s.unmount();
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "kernel-written layers are clean: {out}");
+
+    fs::remove_file(s.u.join("a")).unwrap();
+    fs::remove_file(s.u.join("c/sub")).unwrap();
+    fs::remove_file(s.u.join("b")).unwrap();
+    fs::create_dir(s.u.join("b")).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(s.u.join("a2"))
+        .arg(s.u.join("a3"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    assert!(common::lxattr(&s.u.join("a3"), "trusted.overlay.redirect").is_some());
+    // The kernel shows a's lower directory twice.
+    s.mount();
+    assert!(s.m.join("a/x").exists() && s.m.join("c/sub/z").exists());
+    s.unmount();
+
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 4, "{out}");
+    for p in ["a", "b", "c/sub"] {
+        assert!(
+            found_at(&out, "found", "missing-redirect-whiteout", &s.u.join(p)),
+            "{p}: {out}"
+        );
+    }
+    assert!(
+        found_at(&out, "found", "duplicate-redirect", &s.u.join("a3")),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 4, "nothing else: {out}");
+    assert!(
+        fs::symlink_metadata(s.u.join("a")).is_err(),
+        "-n changes nothing"
+    );
+
+    let (code, out) = s.fsck("-y");
+    assert_eq!(code, 4, "two have no safe repair: {out}");
+    for p in ["a", "c/sub"] {
+        assert!(
+            found_at(&out, "repaired", "missing-redirect-whiteout", &s.u.join(p)),
+            "{p}: {out}"
+        );
+    }
+    assert!(
+        found_at(&out, "found", "missing-redirect-whiteout", &s.u.join("b")),
+        "{out}"
+    );
+    assert!(
+        found_at(&out, "found", "duplicate-redirect", &s.u.join("a3")),
+        "{out}"
+    );
+    // What the user decides for those: a3 is a copy, b should be hidden.
+    fs::remove_dir_all(s.u.join("a3")).unwrap();
+    fs::remove_dir(s.u.join("b")).unwrap();
+    mknod_whiteout(&s.u.join("b"));
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "clean after the repair: {out}");
+
+    s.mount();
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&s.m), ["a2", "b2", "c", "n"]);
+    assert_eq!(names(&s.m.join("c")), Vec::<String>::new());
+    assert_eq!(fs::read_to_string(s.m.join("a2/x")).unwrap(), "x");
+    assert_eq!(fs::read_to_string(s.m.join("b2/y")).unwrap(), "y");
+    assert_eq!(fs::read_to_string(s.m.join("n/sub/z")).unwrap(), "z");
+    s.unmount();
+}
+
+/// With an index, the upper root's origin names the first lower root: given
+/// other lowers, fsck says so (the kernel refuses index=on) and judges no
+/// origin handle against layers they were not made on.
+#[test]
+fn an_upper_tied_to_other_lowers_is_reported() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new().unwrap();
+    let d = scratch.subdir("t");
+    let s = Stack::new(&d, |l| fs::write(l.join("f"), "f").unwrap());
+    s.mount();
+    fs::write(s.m.join("f"), "changed").unwrap();
+    s.unmount();
+    let other = d.join("other");
+    fs::create_dir_all(&other).unwrap();
+    let lowers = vec![other.clone(), s.lowers[0].clone(), s.lowers[1].clone()];
+    let opts = s
+        .opts()
+        .replacen("lowerdir=", &format!("lowerdir={}:", other.display()), 1);
+    let (code, out) = fsck(&opts, "-n");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        found_at(&out, "found", "root-origin-mismatch", &s.u),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "nothing else: {out}");
+    let (code, out) = fsck(&opts, "-y");
+    assert_eq!(code, 4, "no repair: {out}");
+    assert!(mount_kernel(&lowers, Some(&s.u), Some(&s.w), &s.m, FULL).is_err());
+    // index=off mounts them; the right lowers are clean.
+    mount_kernel(&lowers, Some(&s.u), Some(&s.w), &s.m, &["index=off"]).unwrap();
+    assert_eq!(fs::read_to_string(s.m.join("f")).unwrap(), "changed");
+    s.unmount();
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "{out}");
 }

@@ -33,12 +33,13 @@ pub(super) fn hex_name(value: &[u8]) -> OsString {
 
 /// The `nlink` xattr: a real count to start from and the difference to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum NlinkBase {
+pub(crate) enum NlinkBase {
     Upper,
     Lower,
 }
 
-fn parse_nlink(v: &[u8]) -> Option<(NlinkBase, i64)> {
+/// Parse an `nlink` value (`U+1`, `L-2`): its base and difference.
+pub(crate) fn parse_nlink(v: &[u8]) -> Option<(NlinkBase, i64)> {
     let base = match v.first()? {
         b'U' => NlinkBase::Upper,
         b'L' => NlinkBase::Lower,

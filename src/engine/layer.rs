@@ -71,7 +71,8 @@ pub(super) struct Setup {
     pub workdir: Option<Layer>,
 }
 
-fn open_dir(path: &Path) -> Result<Layer, SetupError> {
+/// Open a layer directory with what identifies its filesystem (dev, UUID).
+pub(crate) fn open_dir(path: &Path) -> Result<Layer, SetupError> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| SetupError::Io {
         path: path.into(),
         what: "bad path",

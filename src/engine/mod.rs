@@ -26,9 +26,12 @@ use std::sync::{Arc, OnceLock};
 
 pub use errno::{Errno, Result};
 pub use file::{FileTable, OpenFile};
+pub(crate) use index::{NlinkBase, parse_nlink};
 pub use inode::{Attr, SetAttr, Timestamp};
+pub(crate) use layer::open_dir as open_layer;
 pub use layer::{Layer, SetupError};
 pub use node::{Node, ROOT_INO};
+pub(crate) use origin::{Undecodable, decode_origin_in};
 pub use readdir::{DirEntry, DirHandle};
 
 use crate::format::xattr::XattrNames;

@@ -124,47 +124,20 @@ impl Overlay {
 
     /// Decode a stored origin value: the stat of the lower object it names.
     pub(super) fn decode_origin_stat(&self, value: &[u8], kind: u32) -> Option<Stat> {
-        let fb = OvlFb::decode(value).ok()?;
-        // With uuid=off only null-UUID origins decode (any layer: one filesystem);
-        // otherwise a null UUID matches nothing, as such layers cannot be told apart.
         let off = self.uuid == UuidMode::Off;
-        let null = fb.uuid == [0; 16];
-        if off && !null {
+        let trust_null = !self.allow_offline_changes();
+        let st = match decode_origin_in(&self.lowers, off, trust_null, value) {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::debug!(%e, "origin does not decode");
+                return None;
+            }
+        };
+        if st.st_mode & libc::S_IFMT != kind {
+            tracing::warn!("invalid origin: type differs from the upper object");
             return None;
         }
-        if null && !off {
-            // A filesystem without a UUID: its handles are trusted only with the
-            // features that forbid offline changes, and only if it is the one
-            // such filesystem among the lowers (as the kernel's bad_uuid rule).
-            let mut devs = self
-                .lowers
-                .iter()
-                .filter(|l| l.uuid == [0; 16])
-                .map(|l| l.dev);
-            let first = devs.next()?;
-            if self.allow_offline_changes() || devs.any(|d| d != first) {
-                return None;
-            }
-        }
-        for layer in self.lowers.iter().filter(|l| off || l.uuid == fb.uuid) {
-            let Some(mount_fd) = &layer.root_rd else {
-                continue;
-            };
-            let fd = match sys::open_by_handle(mount_fd.as_fd(), &fb.handle) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    tracing::debug!(%e, layer = %layer.path.display(), "origin does not decode");
-                    continue;
-                }
-            };
-            let st = sys::fstat(fd.as_fd()).ok()?;
-            if st.st_mode & libc::S_IFMT != kind {
-                tracing::warn!("invalid origin: type differs from the upper object");
-                return None;
-            }
-            return Some(st);
-        }
-        None
+        Some(st)
     }
 
     /// A merged directory whose upper has no origin gets the origin of its lower
@@ -193,6 +166,70 @@ impl Overlay {
             let _ = self.set_impure(parent, pu.as_fd());
         }
     }
+}
+
+/// Why an origin value leads to no lower object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Undecodable {
+    /// Not an `ovl_fb` the kernel accepts: it warns "invalid origin" and ignores it.
+    #[error("not a valid overlay file handle")]
+    Malformed,
+    /// No lower layer is on the filesystem the handle names (or its null UUID
+    /// cannot be trusted): the handle cannot be judged here.
+    #[error("no lower layer is on the filesystem it names")]
+    NoLayer,
+    /// The object is gone from the filesystem it was on (ESTALE).
+    #[error("the lower object it names is gone")]
+    Stale,
+    /// Decoding failed for another reason.
+    #[error("open_by_handle_at: {0}")]
+    Failed(Errno),
+}
+
+/// Decode a stored origin value in `lowers`: the stat of the object it names.
+/// `uuid_off`: the mount's uuid=off (null UUIDs, one filesystem);
+/// `trust_null_uuid`: the features that forbid offline changes to the lowers
+/// are on, so a handle of a filesystem without a UUID may be trusted.
+pub(crate) fn decode_origin_in(
+    lowers: &[Layer],
+    uuid_off: bool,
+    trust_null_uuid: bool,
+    value: &[u8],
+) -> std::result::Result<Stat, Undecodable> {
+    let fb = OvlFb::decode(value).map_err(|_| Undecodable::Malformed)?;
+    // With uuid=off only null-UUID origins decode (any layer: one filesystem);
+    // otherwise a null UUID matches nothing, as such layers cannot be told apart.
+    let null = fb.uuid == [0; 16];
+    if uuid_off && !null {
+        return Err(Undecodable::NoLayer);
+    }
+    if null && !uuid_off {
+        // A filesystem without a UUID: its handles are trusted only with the
+        // features that forbid offline changes, and only if it is the one
+        // such filesystem among the lowers (as the kernel's bad_uuid rule).
+        let mut devs = lowers.iter().filter(|l| l.uuid == [0; 16]).map(|l| l.dev);
+        let first = devs.next().ok_or(Undecodable::NoLayer)?;
+        if !trust_null_uuid || devs.any(|d| d != first) {
+            return Err(Undecodable::NoLayer);
+        }
+    }
+    let mut why = Undecodable::NoLayer;
+    for layer in lowers.iter().filter(|l| uuid_off || l.uuid == fb.uuid) {
+        let Some(mount_fd) = &layer.root_rd else {
+            continue;
+        };
+        match sys::open_by_handle(mount_fd.as_fd(), &fb.handle) {
+            Ok(fd) => return sys::fstat(fd.as_fd()).map_err(Undecodable::Failed),
+            Err(e) if e == Errno::ESTALE => why = Undecodable::Stale,
+            Err(e) => {
+                tracing::debug!(%e, layer = %layer.path.display(), "origin does not decode");
+                if why != Undecodable::Stale {
+                    why = Undecodable::Failed(e);
+                }
+            }
+        }
+    }
+    Err(why)
 }
 
 /// Read an xattr of `dir/name` without following a final symlink.
