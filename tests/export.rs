@@ -251,6 +251,22 @@ fn export_then_apply_shows_the_overlay_view_in_every_compression() {
     assert_eq!(out.stdout, fs::read(d.join("layer.tar.zst")).unwrap());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("sha256:"));
 
+    // A progress bar on a terminal (script(1) gives it one), none otherwise.
+    let cmd = format!(
+        "{} export --upper {} --lower {} -o {}",
+        ovlfs_bin(),
+        s(&u),
+        lowerdir,
+        s(&d.join("tty.tar"))
+    );
+    let tty = sh(&format!("script -qec '{cmd}' /dev/null"));
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("export ["),
+        "no bar on a terminal"
+    );
+    let plain = sh(&format!("{cmd} 2>&1 >/dev/null"));
+    assert!(plain.stdout.is_empty(), "a bar without a terminal");
+
     // Apply refuses a target that is not empty, naming it.
     let out = run(&["apply", s(&d.join("layer.tar")), s(&lowers[0])]);
     assert!(!out.status.success());

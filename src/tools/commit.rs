@@ -40,6 +40,8 @@ struct Writer<'a> {
     /// Merged inode number of a hard-linked file → where it was written first.
     links: HashMap<u64, PathBuf>,
     report: CommitReport,
+    /// Entries written so far, on a terminal.
+    progress: indicatif::ProgressBar,
 }
 
 impl Writer<'_> {
@@ -138,6 +140,7 @@ impl Writer<'_> {
             _ => sys::mknodat(dir, name, st.st_mode, st.st_rdev).map_err(e)?,
         }
         self.report.entries += 1;
+        self.progress.inc(1);
         let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
             .map_err(self.err(rel, "cannot open"))?;
         sys::fchown(fd.as_fd(), Some(st.st_uid), Some(st.st_gid))
@@ -245,6 +248,7 @@ pub fn commit(
         into_path: &tmp_path,
         links: HashMap::new(),
         report: CommitReport::default(),
+        progress: super::progress::bar(None, "commit: entries written"),
     };
     let root_attr = w
         .view
@@ -301,5 +305,6 @@ pub fn commit(
         sys::RENAME_NOREPLACE,
     )
     .map_err(io_err(into, "cannot move the new layer into place"))?;
+    w.progress.finish_and_clear();
     Ok(w.report)
 }

@@ -87,6 +87,8 @@ struct Fsck<'a> {
     /// by redirect: what shows below them is not counted.
     hidden: Vec<PathBuf>,
     report: FsckReport,
+    /// Entries checked so far, on a terminal.
+    progress: indicatif::ProgressBar,
 }
 
 impl Fsck<'_> {
@@ -170,6 +172,7 @@ pub fn fsck(
         places: HashMap::new(),
         hidden: Vec::new(),
         report: FsckReport::default(),
+        progress: super::progress::bar(None, "fsck: entries checked"),
     };
     f.check_root_origin(root.as_fd(), work);
     if let Some(w) = work {
@@ -179,5 +182,6 @@ pub fn fsck(
     f.walk(root.as_fd(), Path::new(""), &view)?;
     f.check_places();
     f.check_indexed();
+    f.progress.finish_and_clear();
     Ok(f.report)
 }

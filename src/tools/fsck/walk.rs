@@ -44,6 +44,7 @@ impl Fsck<'_> {
         let mut entries = sys::read_dir(dir).map_err(io_err(&at, "cannot read the directory"))?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut needs_impure = false;
+        self.progress.inc(entries.len() as u64);
         for e in &entries {
             let name = e.name.as_os_str();
             let path = at.join(name);
