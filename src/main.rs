@@ -108,8 +108,10 @@ enum Tool {
     /// directories; or, with --flatten, write the merged view of a stack into one directory
     #[command(
         after_help = "EXAMPLES:\n  ovlfs commit --upper /c1/upper --lower /img/l2:/img/l1 --into /img/l3\n  \
-                            ovlfs commit --flatten --lower /img/l3:/img/l2:/img/l1 --into /img/flat\n\n\
-                            NOT SUPPORTED YET: --in-place (merging the upper down into the top lower)."
+                            ovlfs commit --flatten --lower /img/l3:/img/l2:/img/l1 --into /img/flat\n  \
+                            ovlfs commit --in-place --upper /c1/upper --workdir /c1/work --lower /img/l2:/img/l1\n\n\
+                            --in-place builds the merged top lower beside it, swaps it in, then empties the\n\
+                            upper and workdir; if interrupted, run it again (or ovlfs fsck -y) to finish."
     )]
     Commit(CommitArgs),
     /// Check an overlay's layers offline and repair what can be repaired (exit codes as
@@ -121,7 +123,8 @@ enum Tool {
                             workdir leftovers, a dirty volatile mount, index temporaries, bad, stale and orphan\n\
                             index entries, index nlink counts, origin handles the kernel ignores, an upper root\n\
                             tied to other lowers, moved directories shown twice (missing whiteout, duplicate\n\
-                            redirect). NOT SUPPORTED YET: verity digests, redirects inside lower layers."
+                            redirect), an interrupted commit --in-place.\n\
+                            NOT SUPPORTED YET: verity digests, redirects inside lower layers."
     )]
     Fsck(FsckArgs),
     /// Write what an upper changes as an OCI image layer (tar, .tar.gz or .tar.zst):
@@ -226,11 +229,18 @@ struct CommitArgs {
     #[arg(long, value_name = "L1:L2:...")]
     lower: String,
     /// The new layer directory to write (must not exist)
-    #[arg(long, value_name = "NEW")]
-    into: PathBuf,
+    #[arg(long, value_name = "NEW", required_unless_present = "in_place")]
+    into: Option<PathBuf>,
     /// Write the whole merged view of --lower, without whiteouts
     #[arg(long)]
     flatten: bool,
+    /// Merge the upper down into the top lower (the first of --lower) and empty the
+    /// upper and --workdir
+    #[arg(long, conflicts_with_all = ["flatten", "into"], requires_all = ["upper", "workdir"])]
+    in_place: bool,
+    /// The overlay's workdir (with --in-place: emptied with the upper)
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
     /// The layers keep overlay xattrs in user.overlay.*
     #[arg(long)]
     userxattr: bool,
@@ -323,8 +333,27 @@ fn run_tool(tool: Tool) -> Result<i32> {
                 paths.extend(a.upper.as_deref());
                 ovlfs::tools::check_not_mounted(&paths)?;
             }
-            let r = ovlfs::tools::commit::commit(a.upper.as_deref(), &lowers, &a.into, a.userxattr)
-                .context("commit")?;
+            let (r, shown) = match (&a.upper, &a.workdir, &a.into) {
+                (Some(upper), Some(work), _) if a.in_place => {
+                    if !a.force {
+                        ovlfs::tools::check_not_mounted(&[work.as_path()])?;
+                    }
+                    let r = ovlfs::tools::commit_in_place::commit_in_place(
+                        upper,
+                        work,
+                        &lowers,
+                        a.userxattr,
+                    )
+                    .context("commit --in-place")?;
+                    (r, lowers[0].clone())
+                }
+                (_, _, Some(into)) => (
+                    ovlfs::tools::commit::commit(a.upper.as_deref(), &lowers, into, a.userxattr)
+                        .context("commit")?,
+                    into.clone(),
+                ),
+                _ => anyhow::bail!("commit needs --into, or --in-place with --upper and --workdir"),
+            };
             if a.json {
                 println!(
                     "{{\"entries\":{},\"whiteouts\":{},\"bytes\":{}}}",
@@ -333,7 +362,7 @@ fn run_tool(tool: Tool) -> Result<i32> {
             } else {
                 println!(
                     "{}: {} entries, {} whiteouts, {} bytes of data",
-                    a.into.display(),
+                    shown.display(),
                     r.entries,
                     r.whiteouts,
                     r.bytes

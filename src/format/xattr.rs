@@ -82,6 +82,17 @@ impl XattrNames {
     }
 }
 
+/// ovlfs's own mark on the root of a lower layer that `commit --in-place`
+/// has merged an upper into, until that upper is emptied (`user.` with
+/// userxattr). Outside the overlay namespace: the kernel ignores it.
+pub fn commit_mark(userxattr: bool) -> OsString {
+    OsString::from(if userxattr {
+        "user.ovlfs.commit-in-place"
+    } else {
+        "trusted.ovlfs.commit-in-place"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

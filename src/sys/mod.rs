@@ -389,6 +389,12 @@ pub fn flock_exclusive(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
 }
 
+/// Flush the whole filesystem `fd` is on (fd opened for reading, not O_PATH).
+pub fn syncfs(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })
+}
+
 pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> Result<(), Errno> {
     // SAFETY: plain fd call.
     check(unsafe {

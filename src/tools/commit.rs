@@ -17,9 +17,10 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::diff::{ChangeKind, diff};
+use super::diff::{Change, ChangeKind, Diff, diff, root_dirs};
 use super::layers::{ToolError, io_err, open_dir, sibling};
 use super::view::View;
 use crate::engine::{Errno, ROOT_INO};
@@ -33,10 +34,13 @@ pub struct CommitReport {
     pub bytes: u64,
 }
 
-struct Writer<'a> {
+pub(super) struct Writer<'a> {
     view: View,
     into: OwnedFd,
     into_path: &'a Path,
+    /// `--in-place`: the tree written into is a copy of the top lower layer,
+    /// and these are the layers under it.
+    below: Option<Below<'a>>,
     /// Merged inode number of a hard-linked file → where it was written first.
     links: HashMap<u64, PathBuf>,
     report: CommitReport,
@@ -44,7 +48,31 @@ struct Writer<'a> {
     progress: indicatif::ProgressBar,
 }
 
-impl Writer<'_> {
+/// The layers under the top lower, for `--in-place`: whether a deletion
+/// needs a whiteout there.
+pub(super) struct Below<'a> {
+    pub(super) view: Diff<'a>,
+    pub(super) roots: &'a [OwnedFd],
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn new(
+        view: View,
+        into: OwnedFd,
+        into_path: &'a Path,
+        below: Option<Below<'a>>,
+    ) -> Self {
+        Writer {
+            view,
+            into,
+            into_path,
+            below,
+            links: HashMap::new(),
+            report: CommitReport::default(),
+            progress: super::progress::bar(None, "commit: entries written"),
+        }
+    }
+
     fn err(&self, rel: &Path, what: &'static str) -> impl Fn(Errno) -> ToolError + use<> {
         let path = self.into_path.join(rel);
         move |errno| ToolError::Io {
@@ -192,6 +220,155 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// The merged view's attributes of `ino`.
+    pub(super) fn merged_root_attrs(&self, ino: u64) -> Result<sys::Stat, ToolError> {
+        Ok(self
+            .view
+            .ovl
+            .getattr(ino)
+            .map_err(self.err(Path::new(""), "cannot stat the merged root"))?
+            .stat)
+    }
+
+    pub(super) fn finish(self) -> CommitReport {
+        self.progress.finish_and_clear();
+        self.report
+    }
+
+    /// Write the changes `diff` reported, each from the merged view.
+    pub(super) fn write_changes(&mut self, changes: &[Change]) -> Result<(), ToolError> {
+        for c in changes {
+            let rel = c.path.strip_prefix("/").unwrap_or(&c.path).to_path_buf();
+            let (Some(pdir), Some(name)) = (rel.parent(), rel.file_name()) else {
+                continue;
+            };
+            let dir = self.dir_in_new(pdir)?;
+            let existing = sys::fstatat(dir.as_fd(), name).ok();
+            match c.kind {
+                ChangeKind::Deleted => {
+                    if let Some(st) = existing.filter(|_| self.below.is_some()) {
+                        // In place: what the top lower had there goes.
+                        self.remove(dir.as_fd(), name, &st, &rel)?;
+                    }
+                    if self.below.is_none() || self.below_shows(pdir, name) {
+                        sys::mknodat(dir.as_fd(), name, libc::S_IFCHR, 0)
+                            .map_err(self.err(&rel, "cannot create a whiteout"))?;
+                        self.report.whiteouts += 1;
+                    }
+                }
+                _ => {
+                    let ino = self
+                        .view
+                        .resolve(&rel)
+                        .map_err(self.err(&rel, "not in the merged view"))?;
+                    // A changed directory keeps its own entries in place;
+                    // what changed inside comes as separate paths.
+                    match existing {
+                        None => self.write_entry(dir.as_fd(), name, ino, &rel, false)?,
+                        Some(_) if self.below.is_none() => {}
+                        Some(st) => self.replace(dir.as_fd(), name, ino, &rel, &st)?,
+                    }
+                }
+            }
+            self.view.release_held();
+        }
+        Ok(())
+    }
+
+    /// In place: merged node `ino` over what the top lower's copy has at
+    /// `dir/name`. Non-directories are never changed where they are (they
+    /// are hard links to the old layer's inodes): replaced whole.
+    fn replace(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        ino: u64,
+        rel: &Path,
+        st: &sys::Stat,
+    ) -> Result<(), ToolError> {
+        let new_is_dir = self
+            .view
+            .ovl
+            .getattr(ino)
+            .map_err(self.err(rel, "cannot stat in the merged view"))?
+            .stat
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
+        let was_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if was_dir && new_is_dir {
+            // Its attributes from the merged view; overlay xattrs (opaque)
+            // stay, they still decide what shows from below.
+            let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                .map_err(self.err(rel, "cannot open"))?;
+            let keep: Vec<_> = self.view.xattrs(ino).into_iter().map(|(n, _)| n).collect();
+            for x in sys::listxattr(fd.as_fd()).unwrap_or_default() {
+                let overlay = x.as_bytes().starts_with(b"trusted.overlay.")
+                    || x.as_bytes().starts_with(b"user.overlay.");
+                if !overlay && !keep.contains(&x) {
+                    sys::removexattr(fd.as_fd(), &x)
+                        .map_err(self.err(rel, "cannot remove an xattr"))?;
+                }
+            }
+            return self.write_entry(dir, name, ino, rel, false);
+        }
+        self.remove(dir, name, st, rel)?;
+        self.write_entry(dir, name, ino, rel, false)?;
+        if new_is_dir && !was_dir {
+            // A directory where the layer had a whiteout or a file: what the
+            // layers below have there stayed hidden, and must stay so.
+            let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                .map_err(self.err(rel, "cannot open"))?;
+            let opaque = self.below.as_ref().map(|b| b.view.opaque_name());
+            if let Some(o) = opaque {
+                sys::setxattr(fd.as_fd(), &o, b"y", 0)
+                    .map_err(self.err(rel, "cannot mark opaque"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &sys::Stat,
+        rel: &Path,
+    ) -> Result<(), ToolError> {
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            crate::engine::remove_tree(dir, name).map_err(self.err(rel, "cannot remove"))
+        } else {
+            sys::unlinkat(dir, name, false).map_err(self.err(rel, "cannot remove"))
+        }
+    }
+
+    /// In place: whether the layers under the top lower show `name` in
+    /// `parent` (then a deletion needs a whiteout), given the opaque
+    /// directories of the layer being written.
+    fn below_shows(&self, parent: &Path, name: &OsStr) -> bool {
+        let Some(b) = &self.below else { return true };
+        let Ok(mut cur) = sys::openat(self.into.as_fd(), OsStr::new("."), libc::O_PATH, 0) else {
+            return true;
+        };
+        let mut view = root_dirs(b.roots);
+        for c in parent.components() {
+            if b.view.is_opaque(cur.as_fd(), false) {
+                return false;
+            }
+            view = b.view.lower_children(&view, c.as_os_str());
+            match sys::openat(
+                cur.as_fd(),
+                c.as_os_str(),
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            ) {
+                Ok(fd) => cur = fd,
+                Err(_) => return true,
+            }
+        }
+        !b.view.is_opaque(cur.as_fd(), false) && b.view.lower_has(&view, name)
+    }
+
     fn copy_data(&mut self, ino: u64, out: BorrowedFd<'_>, rel: &Path) -> Result<(), ToolError> {
         let n = self
             .view
@@ -242,14 +419,7 @@ pub fn commit(
     )
     .map_err(io_err(&parent_path, "cannot open"))?;
     let tmp_path = parent_path.join(&tmp);
-    let mut w = Writer {
-        view,
-        into: tmp_fd,
-        into_path: &tmp_path,
-        links: HashMap::new(),
-        report: CommitReport::default(),
-        progress: super::progress::bar(None, "commit: entries written"),
-    };
+    let mut w = Writer::new(view, tmp_fd, &tmp_path, None);
     let root_attr = w
         .view
         .ovl
@@ -261,35 +431,7 @@ pub fn commit(
                 .map_err(io_err(&tmp_path, "cannot open"))?;
             w.write_children(root.as_fd(), ROOT_INO, Path::new(""))?;
         }
-        Some(upper) => {
-            for c in diff(upper, lowers, userxattr)? {
-                let rel = c.path.strip_prefix("/").unwrap_or(&c.path).to_path_buf();
-                let (Some(pdir), Some(name)) = (rel.parent(), rel.file_name()) else {
-                    continue;
-                };
-                let dir = w.dir_in_new(pdir)?;
-                match c.kind {
-                    ChangeKind::Deleted => {
-                        sys::mknodat(dir.as_fd(), name, libc::S_IFCHR, 0)
-                            .map_err(io_err(&tmp_path.join(&rel), "cannot create a whiteout"))?;
-                        w.report.whiteouts += 1;
-                    }
-                    _ => {
-                        if sys::fstatat(dir.as_fd(), name).is_ok() {
-                            continue;
-                        }
-                        let ino = w
-                            .view
-                            .resolve(&rel)
-                            .map_err(io_err(&tmp_path.join(&rel), "not in the merged view"))?;
-                        // A changed directory keeps its own entries in place;
-                        // what changed inside comes as separate paths.
-                        w.write_entry(dir.as_fd(), name, ino, &rel, false)?;
-                    }
-                }
-                w.view.release_held();
-            }
-        }
+        Some(upper) => w.write_changes(&diff(upper, lowers, userxattr)?)?,
     }
     let st = root_attr.stat;
     let root = sys::openat(w.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)

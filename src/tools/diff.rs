@@ -141,6 +141,11 @@ impl<'a> Diff<'a> {
         }
     }
 
+    /// The opaque xattr's name in these layers' namespace.
+    pub(super) fn opaque_name(&self) -> OsString {
+        self.xattr.opaque()
+    }
+
     fn emit(&mut self, kind: ChangeKind, path: PathBuf) {
         self.out.push(Change { path, kind });
     }

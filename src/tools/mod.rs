@@ -9,6 +9,7 @@
 pub mod apply;
 mod archive;
 pub mod commit;
+pub mod commit_in_place;
 pub mod diff;
 pub mod export;
 pub mod fsck;

@@ -13,7 +13,8 @@
 //! redirects, impure, metacopy), `origin` (origin handles and the upper
 //! root's tie to the lowers), `workdir` (W/work and the index entries'
 //! names), `index` (what the index entries say against what the view
-//! shows), `redirects` (a lower directory shown at two places).
+//! shows), `redirects` (a lower directory shown at two places). An
+//! interrupted `commit --in-place` is found (and finished) before all that.
 
 mod index;
 mod origin;
@@ -136,6 +137,33 @@ pub fn fsck(
     uuid_off: bool,
     repair: bool,
 ) -> Result<FsckReport, ToolError> {
+    // An in-place commit that merged the upper into the top lower but did
+    // not empty it: finished first, as everything below depends on it.
+    let mut interrupted = None;
+    if let Some(l1) = lowers.first()
+        && super::commit_in_place::interrupted(l1, userxattr)
+    {
+        let repaired = match (repair, work) {
+            (true, Some(w)) => super::commit_in_place::finish(upper, w, l1, userxattr)
+                .inspect_err(|e| tracing::warn!(%e, "finishing the in-place commit failed"))
+                .is_ok(),
+            _ => false,
+        };
+        interrupted = Some(Finding {
+            path: l1.clone(),
+            problem: "commit-interrupted",
+            detail: format!(
+                "an in-place commit merged {} into this layer and was interrupted before emptying it{}",
+                upper.display(),
+                if work.is_none() {
+                    " (repair needs workdir=)"
+                } else {
+                    ""
+                }
+            ),
+            repaired,
+        });
+    }
     let lower_roots = lowers
         .iter()
         .map(|l| open_dir(l))
@@ -174,6 +202,7 @@ pub fn fsck(
         report: FsckReport::default(),
         progress: super::progress::bar(None, "fsck: entries checked"),
     };
+    f.report.findings.extend(interrupted);
     f.check_root_origin(root.as_fd(), work);
     if let Some(w) = work {
         f.check_workdir(w)?;
