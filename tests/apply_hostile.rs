@@ -245,6 +245,61 @@ fn hostile_archives_are_refused_and_nothing_is_written_outside() {
             archive: tar(&[entry("sp", b'S', b"", "")], true),
             cause: "sparse",
         },
+        Case {
+            // Many extension headers before one entry would pile up in memory.
+            name: "two-pax-headers",
+            archive: tar(
+                &[
+                    pax(&[("comment", &[b'c'; 1000])]),
+                    pax(&[("comment", &[b'c'; 1000])]),
+                    entry("f", b'0', b"x", ""),
+                ],
+                true,
+            ),
+            cause: "two PAX headers",
+        },
+        Case {
+            name: "path-too-long",
+            archive: tar(
+                &[
+                    pax(&[("path", "d/".repeat(2500).as_bytes())]),
+                    entry("f", b'0', b"x", ""),
+                ],
+                true,
+            ),
+            cause: "more than 4096 refused",
+        },
+        Case {
+            name: "path-too-deep",
+            archive: tar(
+                &[
+                    pax(&[("path", "d/".repeat(300).as_bytes())]),
+                    entry("f", b'0', b"x", ""),
+                ],
+                true,
+            ),
+            cause: "deeper than 256",
+        },
+        Case {
+            name: "opaque-root",
+            archive: tar(&[entry(".wh..wh..opq", b'0', b"", "")], true),
+            cause: "opaque marker at the root",
+        },
+        Case {
+            name: "bad-device-numbers",
+            archive: tar(
+                &[{
+                    let mut h = header(b"dev", b'3', 0, b"");
+                    h[329..337].copy_from_slice(b"zzzzzzz\0");
+                    h[148..156].copy_from_slice(b"        ");
+                    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+                    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                    h.to_vec()
+                }],
+                true,
+            ),
+            cause: "unreadable device numbers",
+        },
     ];
     let bin = ovlfs_bin();
     for c in &cases {
@@ -360,6 +415,8 @@ fn hostile_archives_are_refused_and_nothing_is_written_outside() {
             &[
                 pax(&[
                     ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+                    // A forged in-place commit mark would let fsck empty an upper.
+                    ("SCHILY.xattr.trusted.ovlfs.commit-in-place", b"/"),
                     ("SCHILY.xattr.user.ok", b"1"),
                 ]),
                 entry("d/", b'5', b"", ""),
@@ -380,8 +437,12 @@ fn hostile_archives_are_refused_and_nothing_is_written_outside() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"dropped_xattrs\":1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"dropped_xattrs\":2"));
     assert_eq!(lxattr(&target.join("d"), "trusted.overlay.redirect"), None);
+    assert_eq!(
+        lxattr(&target.join("d"), "trusted.ovlfs.commit-in-place"),
+        None
+    );
     assert_eq!(
         lxattr(&target.join("d"), "user.ok").as_deref(),
         Some(&b"1"[..])

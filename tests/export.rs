@@ -420,3 +420,91 @@ fn umoci_reads_what_export_writes_and_apply_reads_what_umoci_writes() {
         dd.join("\n")
     );
 }
+
+#[test]
+fn export_keeps_old_times_and_refuses_what_it_cannot_carry() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let sc = Scratch::new().unwrap();
+    let d = sc.subdir("edge");
+    let (l, u, w, m) = (d.join("l"), d.join("u"), d.join("w"), d.join("m"));
+    for p in [&l, &u, &w, &m] {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(l.join("one"), "old").unwrap();
+    fs::hard_link(l.join("one"), l.join("two")).unwrap();
+    mount_kernel(std::slice::from_ref(&l), Some(&u), Some(&w), &m, &[]).unwrap();
+    for (name, sec, nsec) in [("pre1970", -315_619_200, 500_000_000), ("whole", -100, 0)] {
+        fs::write(m.join(name), name).unwrap();
+        set_times(&m.join(name), sec, nsec);
+    }
+    unmount(&m).unwrap();
+    let lower = s(&l).to_string();
+    let archive = d.join("layer.tar");
+    // A symlink planted where the archive is built is replaced, not followed.
+    let victim = d.join("victim");
+    fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, d.join(".layer.tar.export-tmp")).unwrap();
+    ok(&run(&[
+        "export",
+        "--upper",
+        s(&u),
+        "--lower",
+        &lower,
+        "-o",
+        s(&archive),
+    ]));
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    assert!(fs::symlink_metadata(&archive).unwrap().is_file());
+    // Times before 1970 come back exact.
+    let applied = d.join("applied");
+    ok(&run(&["apply", s(&archive), s(&applied)]));
+    for (name, sec, nsec) in [("pre1970", -315_619_200, 500_000_000), ("whole", -100, 0)] {
+        let st = fs::symlink_metadata(applied.join(name)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.mtime(), st.mtime_nsec()), (sec, nsec), "{name}");
+    }
+    // An xattr name a PAX record cannot carry is refused, named.
+    set_xattr(&u.join("whole"), "user.a=b", b"v");
+    let out = run(&[
+        "export",
+        "--upper",
+        s(&u),
+        "--lower",
+        &lower,
+        "-o",
+        s(&d.join("x.tar")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAX record cannot carry"));
+    assert!(!d.join("x.tar").exists() && !d.join(".x.tar.export-tmp").exists());
+
+    // index=on: writing through one name of a lower hard link changes the
+    // other names too; the tools say they cannot follow that yet.
+    let (u2, w2) = (d.join("u2"), d.join("w2"));
+    fs::create_dir_all(&u2).unwrap();
+    fs::create_dir_all(&w2).unwrap();
+    mount_kernel(
+        std::slice::from_ref(&l),
+        Some(&u2),
+        Some(&w2),
+        &m,
+        &["index=on"],
+    )
+    .unwrap();
+    fs::write(m.join("one"), "new data").unwrap();
+    assert_eq!(fs::read(m.join("two")).unwrap(), b"new data");
+    unmount(&m).unwrap();
+    let out = run(&[
+        "export",
+        "--upper",
+        s(&u2),
+        "--lower",
+        &lower,
+        "-o",
+        s(&d.join("i.tar")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("index=on"), "{err}");
+}

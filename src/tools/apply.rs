@@ -37,6 +37,10 @@ use crate::sys;
 /// refused rather than read into memory.
 const MAX_PAX: u64 = 1 << 20;
 const MAX_LONG_NAME: u64 = 64 << 10;
+/// Entry paths longer or deeper than this are refused (PATH_MAX; and no
+/// real layer nests this deep, while removal holds a descriptor per level).
+const MAX_PATH: usize = 4096;
+const MAX_DEPTH: usize = 256;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -98,6 +102,12 @@ struct Applier<'a> {
 
 /// The components of an entry's path, refusing what leads out of the layer.
 fn components(raw: &[u8]) -> Result<Vec<OsString>, String> {
+    if raw.len() > MAX_PATH {
+        return Err(format!(
+            "a path of {} bytes (more than {MAX_PATH} refused)",
+            raw.len()
+        ));
+    }
     if raw.first() == Some(&b'/') {
         return Err("absolute path refused".into());
     }
@@ -113,6 +123,9 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, String> {
             c => out.push(OsStr::from_bytes(c).to_os_string()),
         }
     }
+    if out.len() > MAX_DEPTH {
+        return Err(format!("a path deeper than {MAX_DEPTH} directories"));
+    }
     Ok(out)
 }
 
@@ -123,8 +136,13 @@ fn parse_num(v: &[u8]) -> Option<u64> {
 /// A PAX time `sec[.frac]`.
 fn parse_time(v: &[u8]) -> Option<libc::timespec> {
     let s = std::str::from_utf8(v).ok()?;
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
     let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.parse().ok()?;
+    let sec: i64 = sec.parse::<i64>().ok().filter(|v| *v >= 0)?;
+    let sec = if negative { -sec } else { sec };
     let mut digits: String = frac.chars().take(9).collect();
     if !digits.chars().all(|c| c.is_ascii_digit()) {
         return None;
@@ -133,7 +151,7 @@ fn parse_time(v: &[u8]) -> Option<libc::timespec> {
         digits.push('0');
     }
     let nsec: i64 = digits.parse().ok()?;
-    Some(if sec < 0 && nsec > 0 {
+    Some(if negative && nsec > 0 {
         sys::timespec(sec - 1, 1_000_000_000 - nsec)
     } else {
         sys::timespec(sec, nsec)
@@ -142,9 +160,19 @@ fn parse_time(v: &[u8]) -> Option<libc::timespec> {
 
 impl Applier<'_> {
     fn refuse(&self, entry: &[u8], why: impl Into<String>) -> ToolError {
+        // A hostile name may be kilobytes long: its start is enough to find it.
+        let shown = if entry.len() > 256 {
+            format!(
+                "{}... ({} bytes)",
+                String::from_utf8_lossy(&entry[..200]),
+                entry.len()
+            )
+        } else {
+            String::from_utf8_lossy(entry).into_owned()
+        };
         ToolError::Archive {
             archive: self.archive.to_path_buf(),
-            entry: String::from_utf8_lossy(entry).into_owned(),
+            entry: shown,
             why: why.into(),
         }
     }
@@ -251,6 +279,14 @@ impl Applier<'_> {
         };
         let name_b = name.as_bytes();
         if name_b == OCI_OPAQUE.as_bytes() {
+            if parent.is_empty() {
+                // OCI: every lower layer hidden. An overlay ignores the opaque
+                // mark on a lower layer's root, so the layer would mean less.
+                return Err(self.refuse(
+                    entry,
+                    "an opaque marker at the root hides all layers below, which an overlay layer cannot express (use the layer without those below it)",
+                ));
+            }
             let dir = self.dir(entry, parent, true)?;
             sys::setxattr(dir.as_fd(), &self.names.opaque(), b"y", 0)
                 .map_err(|e| self.fail(entry, "cannot mark the directory opaque", e))?;
@@ -358,8 +394,10 @@ impl Applier<'_> {
                 let (kind, rdev) = match ty {
                     EntryType::Fifo => (libc::S_IFIFO, 0),
                     _ => {
-                        let num = |v: io::Result<Option<u32>>| v.ok().flatten().unwrap_or(0);
-                        let dev = sys::makedev(num(h.device_major()), num(h.device_minor()));
+                        let bad_num = || self.refuse(entry, "unreadable device numbers");
+                        let major = h.device_major().ok().flatten().ok_or_else(bad_num)?;
+                        let minor = h.device_minor().ok().flatten().ok_or_else(bad_num)?;
+                        let dev = sys::makedev(major, minor);
                         let k = if ty == EntryType::Char {
                             libc::S_IFCHR
                         } else {
@@ -436,7 +474,10 @@ impl Applier<'_> {
             let Some(x) = k.strip_prefix("SCHILY.xattr.") else {
                 continue;
             };
-            if x.starts_with(TRUSTED_PREFIX) || x.starts_with(USER_PREFIX) {
+            // Overlay xattrs, and ovlfs's own marks (a forged commit mark
+            // would make fsck empty an upper).
+            let private = [TRUSTED_PREFIX, USER_PREFIX, "trusted.ovlfs.", "user.ovlfs."];
+            if private.iter().any(|p| x.starts_with(p)) {
                 tracing::warn!(entry = %String::from_utf8_lossy(entry), xattr = x, "overlay xattr in the archive not applied");
                 self.report.dropped_xattrs += 1;
                 continue;
@@ -576,6 +617,9 @@ pub fn apply(
             if ty.is_pax_local_extensions() || ty.is_pax_global_extensions() {
                 let data = read_extension(&mut e, MAX_PAX, shown)?;
                 if ty.is_pax_local_extensions() {
+                    if !pending.pax.is_empty() {
+                        return Err(bad("two PAX headers for one entry".into()));
+                    }
                     for r in tar::PaxExtensions::new(&data) {
                         let r = r.map_err(|e| bad(format!("bad PAX record: {e}")))?;
                         let k = r.key().map_err(|_| bad("PAX key not UTF-8".into()))?;
@@ -583,6 +627,11 @@ pub fn apply(
                     }
                 }
                 continue;
+            }
+            if ty.is_gnu_longname() && pending.long_name.is_some()
+                || ty.is_gnu_longlink() && pending.long_link.is_some()
+            {
+                return Err(bad("two GNU long names for one entry".into()));
             }
             if ty.is_gnu_longname() {
                 pending.long_name = Some(read_extension(&mut e, MAX_LONG_NAME, shown)?);

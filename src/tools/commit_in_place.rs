@@ -83,10 +83,21 @@ fn copy_dir_attrs(
     Ok(())
 }
 
-/// Whether the top lower `l1` carries the mark of an in-place commit whose
-/// upper was not emptied yet.
-pub fn interrupted(l1: &Path, userxattr: bool) -> bool {
-    open_dir(l1).is_ok_and(|fd| sys::getxattr(fd.as_fd(), &commit_mark(userxattr)).is_ok())
+/// The mark's value: the upper merged in, by its canonical path.
+fn mark_value(upper: &Path) -> Vec<u8> {
+    std::fs::canonicalize(upper)
+        .unwrap_or_else(|_| upper.to_path_buf())
+        .into_os_string()
+        .into_encoded_bytes()
+}
+
+/// Whether the top lower `l1` carries the mark of an in-place commit of
+/// `upper` that did not empty it yet. (A mark naming another upper is not
+/// this one's to finish.)
+pub fn interrupted(l1: &Path, upper: &Path, userxattr: bool) -> bool {
+    open_dir(l1).is_ok_and(|fd| {
+        sys::getxattr(fd.as_fd(), &commit_mark(userxattr)).is_ok_and(|v| v == mark_value(upper))
+    })
 }
 
 /// Finish an interrupted in-place commit: empty the upper and workdir,
@@ -121,7 +132,7 @@ pub fn commit_in_place(
             Errno::EINVAL,
         ));
     };
-    if interrupted(l1, userxattr) {
+    if interrupted(l1, upper, userxattr) {
         tracing::warn!(layer = %l1.display(), "finishing an interrupted in-place commit first");
         finish(upper, work, l1, userxattr)?;
         return Ok(CommitReport::default());
@@ -177,13 +188,8 @@ pub fn commit_in_place(
         let report = w.finish();
         let _ = sys::fchown(new.as_fd(), Some(root.st_uid), Some(root.st_gid));
         let _ = sys::fchmod(new.as_fd(), root.st_mode & 0o7777);
-        sys::setxattr(
-            new.as_fd(),
-            &commit_mark(userxattr),
-            upper.as_os_str().as_encoded_bytes(),
-            0,
-        )
-        .map_err(io_err(&tmp_path, "cannot mark the new layer"))?;
+        sys::setxattr(new.as_fd(), &commit_mark(userxattr), &mark_value(upper), 0)
+            .map_err(io_err(&tmp_path, "cannot mark the new layer"))?;
         let rd: OwnedFd = sys::reopen(new.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
             .map_err(io_err(&tmp_path, "cannot open"))?;
         sys::syncfs(rd.as_fd()).map_err(io_err(&tmp_path, "cannot flush"))?;
@@ -205,6 +211,11 @@ pub fn commit_in_place(
         sys::RENAME_EXCHANGE,
     )
     .map_err(io_err(l1, "cannot swap in the merged layer"))?;
+    // The swap on disk before the upper is emptied (it may be on another
+    // filesystem): never an empty upper over the old layer.
+    let parent_rd = sys::reopen(parent.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(io_err(&parent_path, "cannot open"))?;
+    sys::fsync(parent_rd.as_fd(), false).map_err(io_err(&parent_path, "cannot flush"))?;
     // From here on the new layer is in place and marked: what is left is
     // finished by a second run or by fsck.
     finish(upper, work, l1, userxattr)?;

@@ -25,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::layers::{ToolError, io_err, open_dir};
+use crate::engine::Errno;
 use crate::format::whiteout::{self, WH_OPAQUE};
 use crate::format::xattr::XattrNames;
 use crate::sys::{self, Stat};
@@ -139,6 +140,13 @@ impl<'a> Diff<'a> {
             out: Vec::new(),
             opaque_dirs: Vec::new(),
         }
+    }
+
+    /// Whether an upper file is linked to an index entry (it carries the
+    /// union link count the index keeps).
+    fn indexed_link(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+        sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .is_ok_and(|fd| sys::getxattr(fd.as_fd(), &self.xattr.name("nlink")).is_ok())
     }
 
     /// The opaque xattr's name in these layers' namespace.
@@ -327,6 +335,14 @@ impl<'a> Diff<'a> {
             };
             self.emit(kind, p.clone());
             if !is_dir(&st) {
+                if st.st_nlink > 1 && self.indexed_link(upper, name) {
+                    return Err(ToolError::Io {
+                        path: at.join(name),
+                        what: "is a hard link kept by index=on: its other names still in a lower layer \
+                               show its new contents too, which the tools do not follow yet (NOT SUPPORTED YET)",
+                        errno: Errno::EOPNOTSUPP,
+                    });
+                }
                 continue;
             }
             let Some(fd) = open_sub(upper, name) else {

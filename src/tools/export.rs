@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
@@ -102,9 +103,22 @@ fn set_link_name(h: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, target: &[u8]
 }
 
 /// `sec.nsec` with the fraction's trailing zeros dropped, as PAX writes it.
+/// Before 1970 stat's seconds are rounded down: -1.5 s is (-2, 5e8).
 fn pax_time(sec: i64, nsec: i64) -> Vec<u8> {
-    let frac = format!("{nsec:09}");
-    format!("{sec}.{}", frac.trim_end_matches('0')).into_bytes()
+    let (sign, whole, frac) = if sec < 0 && nsec > 0 {
+        ("-", -(sec + 1), 1_000_000_000 - nsec)
+    } else if sec < 0 {
+        ("-", -sec, 0)
+    } else {
+        ("", sec, nsec)
+    };
+    let frac = format!("{frac:09}");
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{whole}").into_bytes()
+    } else {
+        format!("{sign}{whole}.{frac}").into_bytes()
+    }
 }
 
 impl LayerWriter<'_> {
@@ -167,11 +181,22 @@ impl LayerWriter<'_> {
         h.set_uid(st.st_uid as u64);
         h.set_gid(st.st_gid as u64);
         h.set_mtime(st.st_mtime.max(0) as u64);
-        if st.st_mtime_nsec != 0 {
+        // Sub-second parts and times before 1970 need a PAX record.
+        if st.st_mtime_nsec != 0 || st.st_mtime < 0 {
             pax.push(("mtime".into(), pax_time(st.st_mtime, st.st_mtime_nsec)));
         }
         for (x, v) in self.view.xattrs(ino) {
-            pax.push((format!("SCHILY.xattr.{}", x.to_string_lossy()), v));
+            // A PAX key ends at the first '=' and is UTF-8: other names
+            // would be read back as something else.
+            let name = x.to_str().filter(|n| !n.contains('='));
+            let Some(name) = name else {
+                return Err(ToolError::Io {
+                    path: Path::new("/").join(rel),
+                    what: "has an xattr whose name a PAX record cannot carry ('=' or not UTF-8)",
+                    errno: Errno::EINVAL,
+                });
+            };
+            pax.push((format!("SCHILY.xattr.{name}"), v));
         }
         h.set_size(0);
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
@@ -316,14 +341,20 @@ pub fn export(
     });
     let tmp = tmp.transpose()?;
     let file: Box<dyn Write> = match &tmp {
-        Some(t) => Box::new(io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(t).map_err(|e| ToolError::Io {
-                path: t.clone(),
-                what: "cannot create",
-                errno: Errno::from(e),
-            })?,
-        )),
+        Some(t) => Box::new(io::BufWriter::with_capacity(1 << 20, {
+            // A leftover (or anything planted there) goes; never followed.
+            let _ = std::fs::remove_file(t);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(t)
+                .map_err(|e| ToolError::Io {
+                    path: t.clone(),
+                    what: "cannot create",
+                    errno: Errno::from(e),
+                })?
+        })),
         None => Box::new(io::BufWriter::new(io::stdout().lock())),
     };
     let result = (|| {
@@ -386,6 +417,14 @@ pub fn export(
     })();
     if let (Some(t), Some(final_path)) = (&tmp, out) {
         if result.is_ok() {
+            // On disk before it has its name.
+            std::fs::File::open(t)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| ToolError::Io {
+                    path: t.clone(),
+                    what: "cannot flush",
+                    errno: Errno::from(e),
+                })?;
             std::fs::rename(t, final_path).map_err(|e| ToolError::Io {
                 path: final_path.to_path_buf(),
                 what: "cannot move the archive into place",

@@ -141,7 +141,7 @@ pub fn fsck(
     // not empty it: finished first, as everything below depends on it.
     let mut interrupted = None;
     if let Some(l1) = lowers.first()
-        && super::commit_in_place::interrupted(l1, userxattr)
+        && super::commit_in_place::interrupted(l1, upper, userxattr)
     {
         let repaired = match (repair, work) {
             (true, Some(w)) => super::commit_in_place::finish(upper, w, l1, userxattr)
