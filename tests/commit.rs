@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::stack::changed_stack;
 use common::tree::{SnapMode, Tree, diff, snapshot};
 use common::{Scratch, mount_kernel, ovlfs_bin, require_root_and_fuse, unmount};
 
@@ -28,59 +29,8 @@ fn commit_and_flatten_show_the_same_view_as_the_overlay() {
     }
     let sc = Scratch::new().unwrap();
     let d = sc.subdir("c");
-    let (l1, l2, u, w, m) = (
-        d.join("l1"),
-        d.join("l2"),
-        d.join("u"),
-        d.join("w"),
-        d.join("m"),
-    );
-    for p in [&l1, &l2, &u, &w, &m] {
-        fs::create_dir_all(p).unwrap();
-    }
-    for dir in ["a/deep", "opq/sub", "mv/inner", "meta"] {
-        fs::create_dir_all(l2.join(dir)).unwrap();
-    }
-    for (p, c) in [
-        ("a/x", "x"),
-        ("a/deep/y", "y"),
-        ("opq/old", "old"),
-        ("opq/sub/s", "s"),
-        ("mv/m", "m"),
-        ("mv/inner/i", "i"),
-        ("meta/big", "metacopy data"),
-        ("gone", "g"),
-    ] {
-        fs::write(l2.join(p), c).unwrap();
-    }
-    fs::write(l1.join("top"), "t").unwrap();
-    let lowers: Vec<PathBuf> = vec![l1.clone(), l2.clone()];
-    mount_kernel(
-        &lowers,
-        Some(&u),
-        Some(&w),
-        &m,
-        &["redirect_dir=on", "metacopy=on"],
-    )
-    .unwrap();
-    fs::write(m.join("a/deep/y"), "changed").unwrap();
-    fs::write(m.join("a/new"), "new").unwrap();
-    fs::remove_file(m.join("gone")).unwrap();
-    fs::remove_dir_all(m.join("opq")).unwrap();
-    fs::create_dir(m.join("opq")).unwrap();
-    fs::write(m.join("opq/fresh"), "f").unwrap();
-    // Below an opaque dir, a dir the lower has too shows only the upper's.
-    fs::create_dir(m.join("opq/sub")).unwrap();
-    fs::write(m.join("opq/sub/t"), "t").unwrap();
-    fs::rename(m.join("mv"), m.join("moved")).unwrap();
-    fs::write(m.join("moved/added"), "a").unwrap();
-    // A dir inside the moved one, copied up: it still brings its lower entries.
-    fs::write(m.join("moved/inner/j"), "j").unwrap();
-    std::os::unix::fs::chown(m.join("meta/big"), Some(1000), Some(1000)).unwrap();
-    fs::write(m.join("h1"), "linked").unwrap();
-    fs::hard_link(m.join("h1"), m.join("a/h2")).unwrap();
-    let before = snapshot(&m, SnapMode::Merged);
-    unmount(&m).unwrap();
+    let (lowers, u, before) = changed_stack(&d);
+    let (l1, l2, m) = (lowers[0].clone(), lowers[1].clone(), d.join("m"));
     assert!(
         fs::symlink_metadata(u.join("meta/big")).unwrap().len() > 0,
         "the fixture has a metacopy file"

@@ -44,6 +44,8 @@ pub(super) struct Writer<'a> {
     /// Merged inode number of a hard-linked file → where it was written first.
     links: HashMap<u64, PathBuf>,
     report: CommitReport,
+    /// Directories written, with the times to give them at the end.
+    dir_times: Vec<(PathBuf, (libc::timespec, libc::timespec))>,
     /// Entries written so far, on a terminal.
     progress: indicatif::ProgressBar,
 }
@@ -69,6 +71,7 @@ impl<'a> Writer<'a> {
             below,
             links: HashMap::new(),
             report: CommitReport::default(),
+            dir_times: Vec::new(),
             progress: super::progress::bar(None, "commit: entries written"),
         }
     }
@@ -189,13 +192,17 @@ impl<'a> Writer<'a> {
             .map_err(self.err(rel, "cannot open"))?;
             self.write_children(sub.as_fd(), ino, rel)?;
         }
-        sys::utimensat(
-            dir,
-            name,
-            Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
-            Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
-        )
-        .map_err(self.err(rel, "cannot set times"))
+        let times = (
+            sys::timespec(st.st_atime, st.st_atime_nsec),
+            sys::timespec(st.st_mtime, st.st_mtime_nsec),
+        );
+        if kind == libc::S_IFDIR {
+            // Set once nothing more is written inside.
+            self.dir_times.push((rel.to_path_buf(), times));
+            return Ok(());
+        }
+        sys::utimensat(dir, name, Some(times.0), Some(times.1))
+            .map_err(self.err(rel, "cannot set times"))
     }
 
     fn write_children(
@@ -230,9 +237,17 @@ impl<'a> Writer<'a> {
             .stat)
     }
 
-    pub(super) fn finish(self) -> CommitReport {
+    /// Directories' times (deepest first: setting one changes none above);
+    /// the report.
+    pub(super) fn finish(mut self) -> Result<CommitReport, ToolError> {
         self.progress.finish_and_clear();
-        self.report
+        let mut dirs = std::mem::take(&mut self.dir_times);
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (rel, (atime, mtime)) in dirs {
+            sys::utimensat(self.into.as_fd(), rel.as_os_str(), Some(atime), Some(mtime))
+                .map_err(self.err(&rel, "cannot set times"))?;
+        }
+        Ok(self.report)
     }
 
     /// Write the changes `diff` reported, each from the merged view.
@@ -438,6 +453,7 @@ pub fn commit(
         .map_err(io_err(&tmp_path, "cannot open"))?;
     let _ = sys::fchown(root.as_fd(), Some(st.st_uid), Some(st.st_gid));
     let _ = sys::fchmod(root.as_fd(), st.st_mode & 0o7777);
+    let report = w.finish()?;
     let name = into.file_name().unwrap_or(OsStr::new(""));
     sys::renameat2(
         parent.as_fd(),
@@ -447,6 +463,5 @@ pub fn commit(
         sys::RENAME_NOREPLACE,
     )
     .map_err(io_err(into, "cannot move the new layer into place"))?;
-    w.progress.finish_and_clear();
-    Ok(w.report)
+    Ok(report)
 }

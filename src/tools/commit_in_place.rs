@@ -185,7 +185,7 @@ pub fn commit_in_place(
         );
         w.write_changes(&changes)?;
         let root = w.merged_root_attrs(ROOT_INO)?;
-        let report = w.finish();
+        let report = w.finish()?;
         let _ = sys::fchown(new.as_fd(), Some(root.st_uid), Some(root.st_gid));
         let _ = sys::fchmod(new.as_fd(), root.st_mode & 0o7777);
         sys::setxattr(new.as_fd(), &commit_mark(userxattr), &mark_value(upper), 0)

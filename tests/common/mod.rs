@@ -19,6 +19,7 @@ pub mod exec;
 pub mod fixture;
 pub mod io;
 pub mod ops;
+pub mod stack;
 pub mod tree;
 
 use std::ffi::CString;
