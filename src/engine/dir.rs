@@ -122,12 +122,14 @@ impl Overlay {
     ) -> Result<(Arc<Node>, Option<OwnedFd>)> {
         self.check_writable()?;
         let parent = self.node(parent_ino)?;
-        if self.resolve(&parent, name, false)?.visible() {
-            return Err(Errno::EEXIST);
-        }
         // Copy-ups first, without any directory lock held (copy-up takes the
-        // parent's lock itself for its final rename).
+        // parent's lock itself for its final rename); a link to a name that
+        // exists must not copy its source up. (Other creates come after the
+        // kernel found the name absent: the check under the lock suffices.)
         if let NewObject::Link { source } = &what {
+            if self.resolve(&parent, name, false)?.visible() {
+                return Err(Errno::EEXIST);
+            }
             self.copy_up_meta(source)?;
             self.set_link_redirect(source)?;
         }

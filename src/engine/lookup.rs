@@ -191,11 +191,24 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd> {
     sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
 }
 
-/// Open and stat `dir/name`; `None` if it does not exist.
+/// Open and stat `dir/name`; `None` if it does not exist. A directory is
+/// opened for reading (its xattrs are then read through the fd itself,
+/// much cheaper than through /proc for an O_PATH fd); anything else O_PATH
+/// (opening a device or fifo could have effects).
 pub(super) fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd, Stat)>> {
     match open_path(dir, name) {
         Ok(fd) => {
             let st = sys::fstat(fd.as_fd())?;
+            if is_dir(&st)
+                && let Ok(rd) = sys::openat(
+                    fd.as_fd(),
+                    OsStr::new("."),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )
+            {
+                return Ok(Some((rd, st)));
+            }
             Ok(Some((fd, st)))
         }
         Err(e) if e == Errno::ENOENT => Ok(None),
@@ -436,7 +449,7 @@ impl Overlay {
                 } else {
                     if r.upper.is_none() && r.lowers.is_empty() {
                         // A lower metacopy file: metadata here, data further down.
-                        if self.is_metacopy_file(fd.as_fd(), &st)? {
+                        if self.is_metacopy_lower(dir, &leaf, &st)? {
                             r.metacopy = true;
                             let next = match self.read_redirect(fd.as_fd()) {
                                 Some(v) => below.clone().redirected(&v),
@@ -487,6 +500,19 @@ impl Overlay {
             }
         }
         false
+    }
+
+    /// The node `ino` again, with one more kernel reference, if it is still
+    /// known as `parent_ino/name`: the cheap path of a repeated listing,
+    /// where the caller remembers what it handed out. `None`: look it up.
+    pub fn relookup(&self, parent_ino: u64, name: &OsStr, ino: u64) -> Option<Arc<Node>> {
+        let node = self.node(ino).ok()?;
+        let (parent, n) = node.parent_and_name();
+        if parent.is_some_and(|p| p.ino == parent_ino) && n == name {
+            self.nodes.add_lookup(&node);
+            return Some(node);
+        }
+        None
     }
 
     /// Look up `name` in `parent` and return its node with one more kernel reference.

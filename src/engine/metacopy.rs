@@ -9,6 +9,7 @@
 //! is copied in place on the first open for write or truncate, then the
 //! xattr is removed.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -34,7 +35,25 @@ impl Overlay {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(false);
         }
-        match sys::getxattr(fd, &self.xattr.name("metacopy")) {
+        self.metacopy_verdict(sys::getxattr(fd, &self.xattr.name("metacopy")))
+    }
+
+    /// The same for a lower layer's `dir/name` (read by name: the lower
+    /// layers do not change under a mount).
+    pub(super) fn is_metacopy_lower(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Stat,
+    ) -> Result<bool> {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
+        self.metacopy_verdict(sys::getxattr_at(dir, name, &self.xattr.name("metacopy")))
+    }
+
+    fn metacopy_verdict(&self, value: Result<Vec<u8>>) -> Result<bool> {
+        match value {
             Ok(v) if (1..4).contains(&v.len()) => {
                 tracing::warn!("metacopy file has too small xattr");
                 Err(Errno::EIO)

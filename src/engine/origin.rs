@@ -234,6 +234,5 @@ pub(crate) fn decode_origin_in(
 
 /// Read an xattr of `dir/name` without following a final symlink.
 pub(super) fn lgetxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> Result<Vec<u8>> {
-    let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    sys::getxattr(fd.as_fd(), attr)
+    sys::getxattr_at(dir, name, attr)
 }

@@ -16,8 +16,10 @@ use fuser::{
 
 use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
 
+mod given;
 mod io_mode;
 
+use given::Given;
 use io_mode::{Decision, IoModes};
 
 pub struct OverlayFs {
@@ -27,6 +29,8 @@ pub struct OverlayFs {
     /// How long the kernel may keep names, missing names and attributes
     /// without asking again (`timeout=`).
     ttl: Duration,
+    /// Names the kernel holds, so listing them again needs no lookups.
+    given: Given,
 }
 
 impl OverlayFs {
@@ -37,6 +41,7 @@ impl OverlayFs {
             ovl,
             ttl,
             io: IoModes::default(),
+            given: Given::new(ttl),
         }
     }
 
@@ -183,13 +188,25 @@ impl OverlayFs {
 
     /// Reply with a node the engine handed one kernel reference; give the
     /// reference back if the reply cannot be made.
-    fn reply_node(&self, op: &str, r: Result<Arc<Node>, Errno>, reply: ReplyEntry) {
+    fn reply_node(
+        &self,
+        op: &str,
+        (parent, name): (INodeNo, &OsStr),
+        r: Result<Arc<Node>, Errno>,
+        reply: ReplyEntry,
+    ) {
         let n = match r {
             Ok(n) => n,
             Err(e) => return reply.error(self.fail(op, e)),
         };
         match self.ovl.getattr(n.ino) {
-            Ok(a) => reply.entry(&self.ttl(&a), &to_attr(&a), Generation(0)),
+            Ok(a) => {
+                let ttl = self.ttl(&a);
+                if !ttl.is_zero() {
+                    self.given.note(parent.0, name, a.ino);
+                }
+                reply.entry(&ttl, &to_attr(&a), Generation(0))
+            }
             Err(e) => {
                 self.ovl.forget(n.ino, 1);
                 reply.error(self.fail(op, e))
@@ -223,7 +240,7 @@ impl Filesystem for OverlayFs {
             Err(e) if e == Errno::ENOENT && !self.ttl.is_zero() => {
                 reply.entry(&self.ttl, &missing_attr(), Generation(0));
             }
-            r => self.reply_node("lookup", r, reply),
+            r => self.reply_node("lookup", (parent, name), r, reply),
         }
     }
 
@@ -298,7 +315,7 @@ impl Filesystem for OverlayFs {
         let r = self
             .ovl
             .mknod(&caller(req), parent.0, name, mode, u64::from(rdev));
-        self.reply_node("mknod", r, reply);
+        self.reply_node("mknod", (parent, name), r, reply);
     }
 
     fn mkdir(
@@ -311,10 +328,11 @@ impl Filesystem for OverlayFs {
         reply: ReplyEntry,
     ) {
         let r = self.ovl.mkdir(&caller(req), parent.0, name, mode);
-        self.reply_node("mkdir", r, reply);
+        self.reply_node("mkdir", (parent, name), r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.given.drop_name(parent.0, name);
         match self.ovl.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("unlink", e)),
@@ -322,6 +340,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.given.drop_name(parent.0, name);
         match self.ovl.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("rmdir", e)),
@@ -339,7 +358,7 @@ impl Filesystem for OverlayFs {
         let r = self
             .ovl
             .symlink(&caller(req), parent.0, link_name, target.as_os_str());
-        self.reply_node("symlink", r, reply);
+        self.reply_node("symlink", (parent, link_name), r, reply);
     }
 
     fn rename(
@@ -352,6 +371,9 @@ impl Filesystem for OverlayFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        // Both names now show something else (an exchange swaps them).
+        self.given.drop_name(parent.0, name);
+        self.given.drop_name(newparent.0, newname);
         match self
             .ovl
             .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -370,7 +392,7 @@ impl Filesystem for OverlayFs {
         reply: ReplyEntry,
     ) {
         let r = self.ovl.link(ino.0, newparent.0, newname);
-        self.reply_node("link", r, reply);
+        self.reply_node("link", (newparent, newname), r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -551,11 +573,20 @@ impl Filesystem for OverlayFs {
                 }
                 continue;
             }
-            let looked_up = self.ovl.lookup(ino.0, &e.name).and_then(|node| {
-                self.ovl
-                    .getattr(node.ino)
-                    .inspect_err(|_| self.ovl.forget(node.ino, 1))
-            });
+            // A node the kernel was given for this name: taken back without
+            // resolving the name again.
+            let known = self
+                .given
+                .fresh(ino.0, &e.name)
+                .and_then(|i| self.ovl.relookup(ino.0, &e.name, i));
+            let looked_up = known
+                .map(Ok)
+                .unwrap_or_else(|| self.ovl.lookup(ino.0, &e.name))
+                .and_then(|node| {
+                    self.ovl
+                        .getattr(node.ino)
+                        .inspect_err(|_| self.ovl.forget(node.ino, 1))
+                });
             let a = match looked_up {
                 Ok(a) => a,
                 // Gone since the listing was taken: left out.
@@ -571,11 +602,12 @@ impl Filesystem for OverlayFs {
                 }
             };
             let node_ino = a.ino;
+            let ttl = self.ttl(&a);
             let full = reply.add(
                 INodeNo(a.ino),
                 off,
                 &e.name,
-                &self.ttl(&a),
+                &ttl,
                 &to_attr(&a),
                 Generation(0),
             );
@@ -583,6 +615,9 @@ impl Filesystem for OverlayFs {
                 // Not sent: the kernel holds no reference for it.
                 self.ovl.forget(node_ino, 1);
                 break;
+            }
+            if !ttl.is_zero() {
+                self.given.note(ino.0, &e.name, node_ino);
             }
         }
         reply.ok();

@@ -10,6 +10,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::engine::Errno;
 
+mod xattr;
+pub use xattr::{getxattr, getxattr_at, listxattr, removexattr, setxattr};
+
 pub type Stat = libc::stat;
 
 fn cstr(name: &OsStr) -> Result<CString, Errno> {
@@ -279,83 +282,6 @@ pub fn now_timespec() -> libc::timespec {
         tv_sec: 0,
         tv_nsec: libc::UTIME_NOW,
     }
-}
-
-// ---- xattrs, through the magic link so O_PATH fds work -------------------------
-
-/// Whether an fd's object is reached through `l*xattr` (a symlink) or `*xattr`.
-fn xattr_path(fd: BorrowedFd<'_>) -> CString {
-    proc_path(fd)
-}
-
-pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    let p = xattr_path(fd);
-    let n = cstr(name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: buf is writable for its length.
-        let r =
-            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf);
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE {
-            return Err(e);
-        }
-        // SAFETY: size query with a null buffer.
-        let need = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
-        let need = check_size(need)?;
-        buf.resize(need.max(buf.len() * 2), 0);
-    }
-}
-
-pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> Result<(), Errno> {
-    let p = xattr_path(fd);
-    let n = cstr(name)?;
-    // SAFETY: value is readable for its length.
-    check(unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-}
-
-pub fn removexattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
-    let p = xattr_path(fd);
-    let n = cstr(name)?;
-    // SAFETY: valid C strings.
-    check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })
-}
-
-/// All xattr names of an fd's object.
-pub fn listxattr(fd: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
-    let p = xattr_path(fd);
-    let mut buf = vec![0u8; 1024];
-    let n = loop {
-        // SAFETY: buf is writable for its length.
-        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE {
-            return Err(e);
-        }
-        // SAFETY: size query.
-        let need = check_size(unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) })?;
-        buf.resize(need.max(buf.len() * 2), 0);
-    };
-    Ok(buf[..n]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| OsString::from_vec(s.to_vec()))
-        .collect())
 }
 
 // ---- data ---------------------------------------------------------------------

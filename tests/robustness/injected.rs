@@ -219,9 +219,13 @@ fn injected_kill_in_rename_over_merged_empty_dir() {
     write_file(&lower.join("p/t/b"), b"deleted lower b");
     write_file(&lower.join("p/keep"), b"keep");
     // rename(p/s, p/t) over the merged, empty p/t: renameat2 #1 swaps p/t for
-    // an empty directory from W/work, setxattr #1 marks p/s opaque, renameat
+    // an empty directory from W/work, setxattr #1 marks p/s opaque (the
+    // daemon tries fsetxattr first: either is the first xattr change), renameat
     // #1 (glibc's renameat2 with flags 0) moves p/s over. Kill between them.
-    for (i, (sys, nth)) in [("setxattr", 1), ("renameat", 1)].into_iter().enumerate() {
+    for (i, (sys, nth)) in [("setxattr,fsetxattr", 1), ("renameat", 1)]
+        .into_iter()
+        .enumerate()
+    {
         let st = Stack::new(&s.path.join(format!("r{i}")), vec![lower.clone()]);
         let pid = st.mount();
         let m = st.mnt.clone();
@@ -269,10 +273,17 @@ fn injected_kill_in_exchange_before_opaque() {
     fs::write(m.join("p/y/mine"), b"mine").unwrap();
     // Exchanging them puts the pure upper dir at p/x, over the lower p/x/:
     // it must be opaque there. Kill at the first setxattr of the request.
-    let r = crash_at(&st, pid, "setxattr", 1, "exchange p/y p/x", move || {
-        renameat2(&m.join("p/y"), &m.join("p/x"), libc::RENAME_EXCHANGE)
-            .map_err(std::io::Error::from_raw_os_error)
-    });
+    let r = crash_at(
+        &st,
+        pid,
+        "setxattr,fsetxattr",
+        1,
+        "exchange p/y p/x",
+        move || {
+            renameat2(&m.join("p/y"), &m.join("p/x"), libc::RENAME_EXCHANGE)
+                .map_err(std::io::Error::from_raw_os_error)
+        },
+    );
     let ctx = format!("kill at setxattr #1 of renameat2(p/y, p/x, RENAME_EXCHANGE) (result: {r})");
     let t = merged_after_crash(&st, &s, &ctx);
     let got = names_under(&t, "p");
