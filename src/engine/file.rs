@@ -152,9 +152,17 @@ impl Overlay {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize(size as usize, 0);
+        let done = self.read_into(fh, offset, buf)?;
+        buf.truncate(done);
+        Ok(())
+    }
+
+    /// Read into `buf` (as much as it holds, short only at the end of the
+    /// file); the byte count.
+    pub fn read_into(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let f = self.file(fh)?;
         let fd = f.real_fd()?;
-        buf.resize(size as usize, 0);
         let mut done = 0;
         while done < buf.len() {
             let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
@@ -163,8 +171,7 @@ impl Overlay {
             }
             done += n;
         }
-        buf.truncate(done);
-        Ok(())
+        Ok(done)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {

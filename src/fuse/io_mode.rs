@@ -92,7 +92,7 @@ impl IoModes {
     /// cached meanwhile.
     pub fn is_passthrough(&self, ino: u64) -> bool {
         matches!(
-            self.modes.write().unwrap().get(&ino),
+            self.modes.read().unwrap().get(&ino),
             Some(Mode::Passthrough { .. })
         )
     }
