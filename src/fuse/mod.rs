@@ -749,7 +749,14 @@ impl Filesystem for OverlayFs {
             Ok(x) => x,
             Err(e) => return reply.error(self.fail("create", e)),
         };
-        let backing = || self.ovl.backing_file(fh);
+        // A file made to be filled (truncating or read-write opens: dd, cc,
+        // shell redirections, databases) is passed through at once; one made
+        // by touch or tar (O_WRONLY, no O_TRUNC) gets a few small writes at
+        // most, which the daemon serves cheaper than setting up a backing
+        // file (the kernel then keeps its attributes cached). Later opens of
+        // it decide afresh.
+        let filled = flags & libc::O_TRUNC != 0 || flags & libc::O_ACCMODE == libc::O_RDWR;
+        let backing = || filled.then(|| self.ovl.backing_file(fh)).flatten();
         let (ttl, attr) = (self.ttl(&a), to_attr(&a));
         match self.io.open(a.ino, backing, |fd| reply.open_backing(fd)) {
             // Not cached while the kernel writes it behind our back.
