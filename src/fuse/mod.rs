@@ -18,6 +18,7 @@ use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
 
 mod given;
 mod io_mode;
+mod listing;
 
 use given::Given;
 use io_mode::{Decision, IoModes};
@@ -557,79 +558,9 @@ impl Filesystem for OverlayFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.ovl.readdir(fh.0, offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(self.fail("readdirplus", e)),
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let off = (i + 1) as u64;
-            if e.name == "." || e.name == ".." {
-                // The kernel takes neither a node nor a lookup from these.
-                let mut a = missing_attr();
-                a.ino = INodeNo(e.ino);
-                a.kind = FileType::Directory;
-                if reply.add(
-                    INodeNo(e.ino),
-                    off,
-                    &e.name,
-                    &Duration::ZERO,
-                    &a,
-                    Generation(0),
-                ) {
-                    break;
-                }
-                continue;
-            }
-            // A node the kernel was given for this name: taken back without
-            // resolving the name again.
-            let known = self
-                .given
-                .fresh(ino.0, &e.name)
-                .and_then(|i| self.ovl.relookup(ino.0, &e.name, i));
-            let looked_up = known
-                .map(Ok)
-                .unwrap_or_else(|| self.ovl.lookup(ino.0, &e.name))
-                .and_then(|node| {
-                    self.ovl
-                        .getattr(node.ino)
-                        .inspect_err(|_| self.ovl.forget(node.ino, 1))
-                });
-            let a = match looked_up {
-                Ok(a) => a,
-                // Gone since the listing was taken: left out.
-                Err(e) if e == Errno::ENOENT => continue,
-                Err(err) => {
-                    tracing::warn!(name = ?e.name, %err, "readdirplus: lookup failed");
-                    // What was filled goes out; the kernel asks again from here,
-                    // and an error with nothing filled reaches the caller.
-                    if i == offset as usize {
-                        return reply.error(self.fail("readdirplus", err));
-                    }
-                    break;
-                }
-            };
-            let node_ino = a.ino;
-            let ttl = self.ttl(&a);
-            let full = reply.add(
-                INodeNo(a.ino),
-                off,
-                &e.name,
-                &ttl,
-                &to_attr(&a),
-                Generation(0),
-            );
-            if full {
-                // Not sent: the kernel holds no reference for it.
-                self.ovl.forget(node_ino, 1);
-                break;
-            }
-            if !ttl.is_zero() {
-                self.given.note(ino.0, &e.name, node_ino);
-            }
-        }
-        reply.ok();
+        self.list_plus(ino, fh, offset, reply);
     }
 
     fn releasedir(
