@@ -299,16 +299,7 @@ struct DiffArgs {
 fn run_tool(tool: Tool) -> Result<i32> {
     match tool {
         Tool::Diff(a) => {
-            let (lowers, data) = ovlfs::params::split_lowerdir(&a.lower)
-                .map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
-            if !data.is_empty() {
-                anyhow::bail!("--lower: data-only layers (::) have no place in a diff");
-            }
-            if !a.force {
-                let mut paths: Vec<&std::path::Path> = vec![a.upper.as_path()];
-                paths.extend(lowers.iter().map(|p| p.as_path()));
-                ovlfs::tools::check_not_mounted(&paths)?;
-            }
+            let lowers = tool_layers("diff", &a.lower, Some(&a.upper), a.force)?;
             let changes =
                 ovlfs::tools::diff::diff(&a.upper, &lowers, a.userxattr).context("diff")?;
             if a.json {
@@ -323,16 +314,7 @@ fn run_tool(tool: Tool) -> Result<i32> {
             Ok(0)
         }
         Tool::Commit(a) => {
-            let (lowers, data) = ovlfs::params::split_lowerdir(&a.lower)
-                .map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
-            if !data.is_empty() {
-                anyhow::bail!("--lower: data-only layers (::) are not supported by commit yet");
-            }
-            if !a.force {
-                let mut paths: Vec<&std::path::Path> = lowers.iter().map(|p| p.as_path()).collect();
-                paths.extend(a.upper.as_deref());
-                ovlfs::tools::check_not_mounted(&paths)?;
-            }
+            let lowers = tool_layers("commit", &a.lower, a.upper.as_deref(), a.force)?;
             let (r, shown) = match (&a.upper, &a.workdir, &a.into) {
                 (Some(upper), Some(work), _) if a.in_place => {
                     if !a.force {
@@ -438,18 +420,30 @@ fn run_tool(tool: Tool) -> Result<i32> {
     }
 }
 
-fn run_export(a: ExportArgs) -> Result<i32> {
-    use ovlfs::tools::Compression;
+/// A tool's `--lower` list, after refusing what it cannot take and (unless
+/// `force`) layers a mounted overlay uses.
+fn tool_layers(
+    tool: &str,
+    lower: &str,
+    upper: Option<&std::path::Path>,
+    force: bool,
+) -> Result<Vec<PathBuf>> {
     let (lowers, data) =
-        ovlfs::params::split_lowerdir(&a.lower).map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
+        ovlfs::params::split_lowerdir(lower).map_err(|e| anyhow::anyhow!("--lower: {e}"))?;
     if !data.is_empty() {
-        anyhow::bail!("--lower: data-only layers (::) are not supported by export yet");
+        anyhow::bail!("--lower: data-only layers (::) are not supported by {tool} yet");
     }
-    if !a.force {
-        let mut paths: Vec<&std::path::Path> = vec![a.upper.as_path()];
-        paths.extend(lowers.iter().map(|p| p.as_path()));
+    if !force {
+        let mut paths: Vec<&std::path::Path> = lowers.iter().map(|p| p.as_path()).collect();
+        paths.extend(upper);
         ovlfs::tools::check_not_mounted(&paths)?;
     }
+    Ok(lowers)
+}
+
+fn run_export(a: ExportArgs) -> Result<i32> {
+    use ovlfs::tools::Compression;
+    let lowers = tool_layers("export", &a.lower, Some(&a.upper), a.force)?;
     let to_stdout = a.output.as_os_str() == "-";
     let compression = match &a.compression {
         Some(c) => Compression::parse(c)

@@ -7,7 +7,6 @@
 //! parent gets `impure`. Lookup decodes the origin of upper non-directories
 //! by file handle to give them the lower object's inode number.
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::layer::Layer;
@@ -230,9 +229,4 @@ pub(crate) fn decode_origin_in(
         }
     }
     Err(why)
-}
-
-/// Read an xattr of `dir/name` without following a final symlink.
-pub(super) fn lgetxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> Result<Vec<u8>> {
-    sys::getxattr_at(dir, name, attr)
 }

@@ -154,12 +154,12 @@ impl Overlay {
     }
 
     fn entry_origin(&self, dir: BorrowedFd<'_>, name: &OsStr, kind: u32) -> Option<Key> {
-        let v = super::origin::lgetxattr_at(dir, name, &self.xattr.name("origin")).ok()?;
+        let v = sys::getxattr_at(dir, name, &self.xattr.name("origin")).ok()?;
         self.decode_origin_value(&v, kind)
     }
 
     fn entry_is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        super::origin::lgetxattr_at(dir, name, &self.xattr.opaque())
+        sys::getxattr_at(dir, name, &self.xattr.opaque())
             .is_ok_and(|v| whiteout::is_opaque_value(&v))
     }
 

@@ -137,22 +137,28 @@ fn get_once(fd: BorrowedFd<'_>, n: &CStr, buf: &mut [u8]) -> Result<usize, Errno
     })
 }
 
-pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    let n = cstr(name)?;
+/// A value or list read with `once` (the buffer's length as the size;
+/// an empty buffer asks for the size), grown while it does not fit.
+fn read_sized(once: &mut dyn FnMut(&mut [u8]) -> Result<usize, Errno>) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; 256];
     loop {
-        match get_once(fd, &n, &mut buf) {
-            Ok(len) => {
-                buf.truncate(len);
+        match once(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
                 return Ok(buf);
             }
             Err(e) if e == Errno::ERANGE => {
-                let need = get_once(fd, &n, &mut [])?;
+                let need = once(&mut [])?;
                 buf.resize(need.max(buf.len() * 2), 0);
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+pub fn getxattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    let n = cstr(name)?;
+    read_sized(&mut |buf| get_once(fd, &n, buf))
 }
 
 pub fn setxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> Result<(), Errno> {
@@ -229,18 +235,8 @@ fn list_once(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// All xattr names of an fd's object.
 pub fn listxattr(fd: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
-    let mut buf = vec![0u8; 1024];
-    let n = loop {
-        match list_once(fd, &mut buf) {
-            Ok(n) => break n,
-            Err(e) if e == Errno::ERANGE => {
-                let need = list_once(fd, &mut [])?;
-                buf.resize(need.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    Ok(buf[..n]
+    let buf = read_sized(&mut |buf| list_once(fd, buf))?;
+    Ok(buf
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .map(|s| OsString::from_vec(s.to_vec()))
@@ -253,7 +249,7 @@ pub fn listxattr(fd: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
 pub fn getxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> Result<Vec<u8>, Errno> {
     if XATTRAT.load(Ordering::Relaxed) {
         let (p, a) = (cstr(name)?, cstr(attr)?);
-        let at = |buf: &mut [u8]| -> Result<usize, Errno> {
+        let mut at = |buf: &mut [u8]| -> Result<usize, Errno> {
             let mut args = XattrArgs {
                 value: buf.as_mut_ptr() as u64,
                 size: buf.len() as u32,
@@ -273,23 +269,9 @@ pub fn getxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> Result<Ve
             };
             check_size(r as isize)
         };
-        let mut buf = vec![0u8; 256];
-        loop {
-            match at(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(e) if e == Errno::ERANGE => {
-                    let need = at(&mut [])?;
-                    buf.resize(need.max(buf.len() * 2), 0);
-                }
-                Err(e) if e == Errno::ENOSYS => {
-                    XATTRAT.store(false, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+        match read_sized(&mut at) {
+            Err(e) if e == Errno::ENOSYS => XATTRAT.store(false, Ordering::Relaxed),
+            r => return r,
         }
     }
     let fd = super::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;

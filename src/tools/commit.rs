@@ -24,6 +24,7 @@ use super::diff::{Change, ChangeKind, Diff, diff, root_dirs};
 use super::layers::{ToolError, io_err, open_dir, sibling};
 use super::view::View;
 use crate::engine::{Errno, ROOT_INO};
+use crate::format::xattr::{TRUSTED_PREFIX, USER_PREFIX};
 use crate::sys;
 
 /// How much was written.
@@ -318,8 +319,9 @@ impl<'a> Writer<'a> {
                 .map_err(self.err(rel, "cannot open"))?;
             let keep: Vec<_> = self.view.xattrs(ino).into_iter().map(|(n, _)| n).collect();
             for x in sys::listxattr(fd.as_fd()).unwrap_or_default() {
-                let overlay = x.as_bytes().starts_with(b"trusted.overlay.")
-                    || x.as_bytes().starts_with(b"user.overlay.");
+                let overlay = [TRUSTED_PREFIX, USER_PREFIX]
+                    .iter()
+                    .any(|p| x.as_bytes().starts_with(p.as_bytes()));
                 if !overlay && !keep.contains(&x) {
                     sys::removexattr(fd.as_fd(), &x)
                         .map_err(self.err(rel, "cannot remove an xattr"))?;

@@ -19,69 +19,18 @@
 //! finishes the job.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::commit::{Below, CommitReport, Writer};
 use super::diff::{Diff, diff};
-use super::layers::{ToolError, io_err, open_dir, sibling};
+use super::layers::{ToolError, copy_dir_meta, io_err, link_tree, open_dir, sibling};
 use super::view::View;
 use crate::engine::{Errno, ROOT_INO, remove_tree};
 use crate::format::xattr::commit_mark;
 use crate::sys;
 
 const NEW_SUFFIX: &str = ".commit-new";
-
-/// Copy directory `src` into the new directory `dst`: directories made with
-/// the same owner, mode, xattrs and times, everything else hard-linked.
-fn link_copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, at: &Path) -> Result<(), ToolError> {
-    let entries = sys::read_dir(src).map_err(io_err(at, "cannot read the directory"))?;
-    for e in entries {
-        let name = e.name.as_os_str();
-        let path = at.join(name);
-        let st = sys::fstatat(src, name).map_err(io_err(&path, "cannot stat"))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            sys::linkat(src, name, dst, name).map_err(io_err(&path, "cannot hard-link"))?;
-            continue;
-        }
-        sys::mkdirat(dst, name, 0o700).map_err(io_err(&path, "cannot create"))?;
-        let open = |d: BorrowedFd<'_>| {
-            sys::openat(
-                d,
-                name,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .map_err(io_err(&path, "cannot open"))
-        };
-        let (s, d) = (open(src)?, open(dst)?);
-        link_copy(s.as_fd(), d.as_fd(), &path)?;
-        copy_dir_attrs(s.as_fd(), d.as_fd(), &st, &path)?;
-        sys::utimensat(
-            dst,
-            name,
-            Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
-            Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
-        )
-        .map_err(io_err(&path, "cannot set times"))?;
-    }
-    Ok(())
-}
-
-fn copy_dir_attrs(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    st: &sys::Stat,
-    path: &Path,
-) -> Result<(), ToolError> {
-    sys::fchown(dst, Some(st.st_uid), Some(st.st_gid)).map_err(io_err(path, "cannot chown"))?;
-    sys::fchmod(dst, st.st_mode & 0o7777).map_err(io_err(path, "cannot chmod"))?;
-    for x in sys::listxattr(src).map_err(io_err(path, "cannot list xattrs"))? {
-        let v = sys::getxattr(src, &x).map_err(io_err(path, "cannot read an xattr"))?;
-        sys::setxattr(dst, &x, &v, 0).map_err(io_err(path, "cannot set an xattr"))?;
-    }
-    Ok(())
-}
 
 /// The mark's value: the upper merged in, by its canonical path.
 fn mark_value(upper: &Path) -> Vec<u8> {
@@ -161,8 +110,11 @@ pub fn commit_in_place(
             0,
         )
         .map_err(io_err(&tmp_path, "cannot open"))?;
-        link_copy(l1_fd.as_fd(), new.as_fd(), &tmp_path)?;
-        copy_dir_attrs(l1_fd.as_fd(), new.as_fd(), &lst, &tmp_path)?;
+        let copy = io_err(&tmp_path, "cannot hard-link a copy of the layer");
+        for e in sys::read_dir(l1_fd.as_fd()).map_err(&copy)? {
+            link_tree(l1_fd.as_fd(), &e.name, new.as_fd()).map_err(&copy)?;
+        }
+        copy_dir_meta(l1_fd.as_fd(), new.as_fd(), &lst).map_err(&copy)?;
 
         let changes = diff(upper, lowers, userxattr)?;
         let mut layers = vec![upper.to_path_buf()];

@@ -145,8 +145,7 @@ impl<'a> Diff<'a> {
     /// Whether an upper file is linked to an index entry (it carries the
     /// union link count the index keeps).
     fn indexed_link(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .is_ok_and(|fd| sys::getxattr(fd.as_fd(), &self.xattr.name("nlink")).is_ok())
+        sys::getxattr_at(dir, name, &self.xattr.name("nlink")).is_ok()
     }
 
     /// The opaque xattr's name in these layers' namespace.

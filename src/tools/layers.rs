@@ -1,6 +1,7 @@
 //! Opening layer directories for the tools, and refusing mounted ones.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -109,4 +110,60 @@ pub fn check_not_mounted(paths: &[&Path]) -> Result<(), ToolError> {
         }
     }
     Ok(())
+}
+
+/// Owner, mode and every xattr of directory `from` onto directory `to`.
+pub(super) fn copy_dir_meta(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    st: &sys::Stat,
+) -> Result<(), Errno> {
+    sys::fchown(to, Some(st.st_uid), Some(st.st_gid))?;
+    sys::fchmod(to, st.st_mode & 0o7777)?;
+    for x in sys::listxattr(from)? {
+        let v = sys::getxattr(from, &x)?;
+        sys::setxattr(to, &x, &v, 0)?;
+    }
+    Ok(())
+}
+
+/// `from/name` into `to/name` on the same filesystem: hard links for
+/// everything but directories, which are recreated with their owner, mode,
+/// xattrs and times. Non-directories already at `to` are left alone.
+pub(super) fn link_tree(
+    from: BorrowedFd<'_>,
+    name: &OsStr,
+    to: BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    let st = sys::fstatat(from, name)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        if sys::fstatat(to, name).is_ok() {
+            return Ok(());
+        }
+        return sys::linkat(from, name, to, name);
+    }
+    let open = |d: BorrowedFd<'_>| {
+        sys::openat(
+            d,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+    };
+    let src = open(from)?;
+    match sys::mkdirat(to, name, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let dst = open(to)?;
+    copy_dir_meta(src.as_fd(), dst.as_fd(), &st)?;
+    for e in sys::read_dir(src.as_fd())? {
+        link_tree(src.as_fd(), &e.name, dst.as_fd())?;
+    }
+    sys::utimensat(
+        to,
+        name,
+        Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+        Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
+    )
 }

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::layers::{ToolError, io_err, open_dir, sibling};
+use super::layers::{ToolError, io_err, link_tree, open_dir, sibling};
 use crate::engine::{Errno, remove_tree};
 use crate::format::xattr::XattrNames;
 use crate::sys;
@@ -231,51 +231,6 @@ fn keep_one(
         Err(e) if e == Errno::ENOENT => return Ok(false),
         Err(e) => return Err(e),
     }
-    copy_tree(from.as_fd(), last, to.as_fd())?;
+    link_tree(from.as_fd(), last, to.as_fd())?;
     Ok(true)
-}
-
-/// `from/name` into `to/name`: hard links for everything but directories,
-/// which are recreated with all their attributes and xattrs.
-fn copy_tree(from: BorrowedFd<'_>, name: &OsStr, to: BorrowedFd<'_>) -> Result<(), Errno> {
-    let st = sys::fstatat(from, name)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        if sys::fstatat(to, name).is_ok() {
-            return Ok(());
-        }
-        let fd = sys::openat(from, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        return sys::link_fd(fd.as_fd(), to, name);
-    }
-    let src = sys::openat(
-        from,
-        name,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )?;
-    match sys::mkdirat(to, name, 0o700) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e),
-    }
-    let dst = sys::openat(
-        to,
-        name,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )?;
-    sys::fchown(dst.as_fd(), Some(st.st_uid), Some(st.st_gid))?;
-    sys::fchmod(dst.as_fd(), st.st_mode & 0o7777)?;
-    for x in sys::listxattr(src.as_fd()).unwrap_or_default() {
-        if let Ok(v) = sys::getxattr(src.as_fd(), &x) {
-            sys::setxattr(dst.as_fd(), &x, &v, 0)?;
-        }
-    }
-    for e in sys::read_dir(src.as_fd())? {
-        copy_tree(src.as_fd(), &e.name, dst.as_fd())?;
-    }
-    sys::utimensat(
-        to,
-        name,
-        Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
-        Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
-    )
 }
