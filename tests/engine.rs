@@ -134,10 +134,10 @@ fn lookup_merges_and_hides() {
     ovl.unlink(ROOT_INO, OsStr::new("gone")).unwrap();
     assert!(is_whiteout(&s.p("u/gone")));
     assert_eq!(lookup_path(&ovl, "gone"), Err(Errno::ENOENT));
-    let root = ovl.opendir(ROOT_INO).unwrap();
     let names: Vec<_> = ovl
-        .readdir(root, 0)
+        .listing(ROOT_INO)
         .unwrap()
+        .entries()
         .iter()
         .map(|e| e.name.clone())
         .collect();

@@ -27,19 +27,37 @@ pub(super) fn lock(node: &Node) -> MutexGuard<'_, ()> {
     node.dir_lock.lock().unwrap()
 }
 
-/// Lock two directories in a fixed order (or one, if the same).
-pub(super) fn lock_pair<'a>(
-    a: &'a Node,
-    b: &'a Node,
-) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+/// A directory's lock held for a change to its names: on release (still
+/// under the lock, before the kernel hears of the change) its listings
+/// become stale.
+pub(super) struct Changing<'a> {
+    node: &'a Node,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.node.names_changed();
+    }
+}
+
+pub(super) fn lock_for_change(node: &Node) -> Changing<'_> {
+    Changing {
+        _lock: lock(node),
+        node,
+    }
+}
+
+/// Lock two directories for a change, in a fixed order (or one, if the same).
+pub(super) fn lock_pair<'a>(a: &'a Node, b: &'a Node) -> (Changing<'a>, Option<Changing<'a>>) {
     if a.ino == b.ino {
-        (lock(a), None)
+        (lock_for_change(a), None)
     } else if a.ino < b.ino {
-        let ga = lock(a);
-        (ga, Some(lock(b)))
+        let ga = lock_for_change(a);
+        (ga, Some(lock_for_change(b)))
     } else {
-        let gb = lock(b);
-        (lock(a), Some(gb))
+        let gb = lock_for_change(b);
+        (lock_for_change(a), Some(gb))
     }
 }
 
@@ -134,7 +152,7 @@ impl Overlay {
             self.set_link_redirect(source)?;
         }
         let pfd = self.upper_dir(&parent)?;
-        let _g = lock(&parent);
+        let _g = lock_for_change(&parent);
         let r = self.resolve(&parent, name, false)?;
         if r.visible() {
             return Err(Errno::EEXIST);
@@ -400,7 +418,7 @@ impl Overlay {
             self.copy_up_meta(&victim)?;
         }
         let pfd = self.upper_dir(&parent)?;
-        let _g = lock(&parent);
+        let _g = lock_for_change(&parent);
         let (r, victim) = self.check_remove(&parent, name, dir)?;
         self.nlink_start(&victim)?;
         victim.pin_upper();

@@ -32,7 +32,7 @@ pub(crate) use layer::open_dir as open_layer;
 pub use layer::{Layer, SetupError};
 pub use node::{Node, ROOT_INO};
 pub(crate) use origin::{Undecodable, decode_origin_in};
-pub use readdir::{DirEntry, DirHandle};
+pub use readdir::{DirEntry, ListEntry, Listing};
 
 use crate::format::xattr::XattrNames;
 use crate::params::{Config, FsyncMode};
@@ -79,7 +79,6 @@ pub struct Overlay {
     xino_on: bool,
     nodes: NodeTable,
     files: FileTable,
-    dirs: readdir::DirTable,
     tmp_counter: AtomicU64,
     /// Most nodes held since memory was last returned to the system.
     node_peak: std::sync::atomic::AtomicUsize,
@@ -127,7 +126,6 @@ impl Overlay {
             work: setup.work,
             _workdir: setup.workdir,
             files: FileTable::default(),
-            dirs: readdir::DirTable::default(),
             tmp_counter: AtomicU64::new(0),
             node_peak: Default::default(),
             attr_changed: OnceLock::new(),

@@ -161,6 +161,8 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Held by namespace operations inside this directory.
     pub dir_lock: Mutex<()>,
+    /// Directories: the listing generation and the listing kept for it.
+    pub listing: Mutex<super::readdir::ListingSlot>,
     /// Key under which the table finds this node.
     key: Mutex<Key>,
 }
@@ -190,6 +192,7 @@ impl Node {
             state: RwLock::new(state),
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
+            listing: Mutex::default(),
             key: Mutex::new(key),
         }
     }

@@ -2,15 +2,16 @@
 //!
 //! Upper entries first, then each merged lower directory top down; a name is
 //! shown once, whiteouts (and in lower layers `.wh.` markers) hide names from
-//! the layers below. The listing is built once per open directory (and again
-//! on rewind) so it stays stable while it is read: a hash set keeps the
-//! merge linear in the number of entries.
+//! the layers below; a hash set keeps the merge linear in the number of
+//! entries. A listing is kept per directory until its names change, and
+//! offsets stay meaningful across changes (see `KEY_BITS`), so readers need
+//! no handle of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::lookup::is_lower_marker;
 use super::node::{Key, Node};
@@ -18,7 +19,7 @@ use super::{Errno, Overlay, Result};
 use crate::format::whiteout;
 use crate::sys;
 
-/// One entry of a merged listing.
+/// One entry of a merged listing, as the layers give it.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
     pub name: OsString,
@@ -27,17 +28,92 @@ pub struct DirEntry {
     pub kind: u32,
 }
 
-/// An open directory: the snapshot being read.
-pub struct DirHandle {
-    pub node: Arc<Node>,
-    entries: Mutex<Arc<Vec<DirEntry>>>,
-    read_once: AtomicBool,
+/// Offsets are `generation << KEY_BITS | key`: the key (a hash of the
+/// name; 1 and 2 for `.` and `..`) orders the listing and says where a reader
+/// continues in any later listing of the same directory, so an entry that
+/// stays is returned exactly once however the directory changes meanwhile.
+/// The generation changes with every change to the directory: the kernel
+/// appends a reply to its cached listing only where it continues the last
+/// offset cached, so a reply made from an older listing can never extend a
+/// cache begun after the change.
+const KEY_BITS: u32 = 51;
+const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
+const GEN_MASK: u64 = (1 << (63 - KEY_BITS)) - 1;
+
+/// The key of a name: 3 and up (0 is the start, 1 and 2 are `.` and `..`).
+/// Two names with one key sort by name; a reader whose reply ended between
+/// them would miss the second (with 51 bits, about one directory in 4000
+/// of a million entries has such a pair at all).
+fn name_key(name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same name gives the same key for the daemon's life.
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() & KEY_MASK).max(3)
 }
 
-#[derive(Default)]
-pub struct DirTable {
-    map: RwLock<HashMap<u64, Arc<DirHandle>>>,
-    next: AtomicU64,
+/// One entry of a directory listing, with the offset that follows it.
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// S_IFMT bits.
+    pub kind: u32,
+    pub off: u64,
+}
+
+/// A directory's merged listing at one generation.
+#[derive(Debug)]
+pub struct Listing {
+    generation: u64,
+    entries: Vec<ListEntry>,
+}
+
+impl Listing {
+    /// All entries, `.` and `..` first.
+    pub fn entries(&self) -> &[ListEntry] {
+        &self.entries
+    }
+
+    /// The entries a reader at `offset` (0, or an offset given out by any
+    /// listing of this directory) gets next.
+    pub fn after(&self, offset: u64) -> &[ListEntry] {
+        let key = offset & KEY_MASK;
+        let i = self.entries.partition_point(|e| e.off & KEY_MASK <= key);
+        &self.entries[i..]
+    }
+}
+
+/// Per directory node: the generation, and the listing built at it.
+pub struct ListingSlot {
+    generation: u64,
+    cached: Option<Arc<Listing>>,
+}
+
+static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
+
+impl ListingSlot {
+    pub fn new() -> ListingSlot {
+        ListingSlot {
+            generation: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
+            cached: None,
+        }
+    }
+}
+
+impl Default for ListingSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node {
+    /// The directory's names changed: listings from before are stale.
+    pub fn names_changed(&self) {
+        let mut slot = self.listing.lock().unwrap();
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.cached = None;
+    }
 }
 
 fn dtype_to_kind(d: u8) -> Option<u32> {
@@ -168,65 +244,79 @@ impl Overlay {
         Ok(self.merged_entries(node, false)?.is_empty())
     }
 
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    /// The current merged listing of directory `ino`, in offset order, with
+    /// `.` and `..` first. Built once and kept until the directory changes
+    /// (or a reader reached its end), so paging through a large directory
+    /// merges it once; no per-open state, so the kernel may cache listings
+    /// itself (FOPEN_CACHE_DIR) and skip OPENDIR/RELEASEDIR.
+    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
         let node = self.node(ino)?;
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let entries = self.snapshot(&node)?;
-        let h = Arc::new(DirHandle {
-            node,
-            entries: Mutex::new(Arc::new(entries)),
-            read_once: AtomicBool::new(false),
-        });
-        let fh = self.dirs.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.dirs.map.write().unwrap().insert(fh, h);
-        Ok(fh)
+        let generation = {
+            let slot = node.listing.lock().unwrap();
+            if let Some(l) = &slot.cached {
+                return Ok(l.clone());
+            }
+            slot.generation
+        };
+        let listing = Arc::new(self.build_listing(&node, generation)?);
+        let mut slot = node.listing.lock().unwrap();
+        // Kept only if nothing changed while it was read from the layers.
+        if slot.generation == generation && slot.cached.is_none() {
+            slot.cached = Some(listing.clone());
+        }
+        Ok(listing)
     }
 
-    fn snapshot(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
-        let mut v = Vec::new();
+    /// A reader reached the end of `listing`: the kernel now caches it, so
+    /// ours is let go (memory follows the directories being read).
+    pub fn listing_read(&self, ino: u64, listing: &Listing) {
+        if let Ok(node) = self.node(ino) {
+            let mut slot = node.listing.lock().unwrap();
+            if slot
+                .cached
+                .as_ref()
+                .is_some_and(|l| l.generation == listing.generation)
+            {
+                slot.cached = None;
+            }
+        }
+    }
+
+    fn build_listing(&self, node: &Arc<Node>, generation: u64) -> Result<Listing> {
         let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
-        let parent = self.st_ino(parent);
-        v.push(DirEntry {
+        let tag = (generation & GEN_MASK) << KEY_BITS;
+        let mut entries = Vec::new();
+        entries.push(ListEntry {
             name: ".".into(),
             ino: self.st_ino(node.ino),
             kind: libc::S_IFDIR,
+            off: tag | 1,
         });
-        v.push(DirEntry {
+        entries.push(ListEntry {
             name: "..".into(),
-            ino: parent,
+            ino: self.st_ino(parent),
             kind: libc::S_IFDIR,
+            off: tag | 2,
         });
-        // In name order: the same contents always give the same offsets, even
-        // after copy-ups moved entries between layers.
-        let mut entries = self.merged_entries(node, true)?;
-        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        v.extend(entries);
-        Ok(v)
-    }
-
-    /// Entries from `offset` on (offset i+1 follows entry i). Offset 0 after a
-    /// first read is a rewind: the snapshot is rebuilt, as the kernel does.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
-        let h = self
-            .dirs
-            .map
-            .read()
-            .unwrap()
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
-        if offset == 0 && h.read_once.swap(true, Ordering::Relaxed) {
-            let fresh = self.snapshot(&h.node)?;
-            *h.entries.lock().unwrap() = Arc::new(fresh);
-        }
-        h.read_once.store(true, Ordering::Relaxed);
-        Ok(h.entries.lock().unwrap().clone())
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.map.write().unwrap().remove(&fh);
+        let mut merged: Vec<ListEntry> = self
+            .merged_entries(node, true)?
+            .into_iter()
+            .map(|e| ListEntry {
+                off: tag | name_key(&e.name),
+                name: e.name,
+                ino: e.ino,
+                kind: e.kind,
+            })
+            .collect();
+        merged.sort_unstable_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
+        entries.extend(merged);
+        Ok(Listing {
+            generation,
+            entries,
+        })
     }
 
     /// fsync a directory: its upper copy, if it has one.

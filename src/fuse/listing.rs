@@ -3,25 +3,23 @@
 
 use std::time::Duration;
 
-use fuser::{FileHandle, FileType, Generation, INodeNo, ReplyDirectoryPlus};
+use fuser::{FileType, Generation, INodeNo, ReplyDirectoryPlus};
 
 use super::{OverlayFs, missing_attr, to_attr};
 use crate::engine::Errno;
 
 impl OverlayFs {
-    pub(super) fn list_plus(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let entries = match self.ovl.readdir(fh.0, offset) {
-            Ok(entries) => entries,
+    pub(super) fn list_plus(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let listing = match self.ovl.listing(ino.0) {
+            Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdirplus", e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let off = (i + 1) as u64;
+        let rest = listing.after(offset);
+        if rest.is_empty() {
+            self.ovl.listing_read(ino.0, &listing);
+        }
+        for (i, e) in rest.iter().enumerate() {
+            let off = e.off;
             if e.name == "." || e.name == ".." {
                 // The kernel takes neither a node nor a lookup from these.
                 let mut a = missing_attr();
@@ -61,7 +59,7 @@ impl OverlayFs {
                     tracing::warn!(name = ?e.name, %err, "readdirplus: lookup failed");
                     // What was filled goes out; the kernel asks again from here,
                     // and an error with nothing filled reaches the caller.
-                    if i == offset as usize {
+                    if i == 0 {
                         return reply.error(self.fail("readdirplus", err));
                     }
                     break;

@@ -223,6 +223,7 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_NO_OPENDIR_SUPPORT
             | InitFlags::FUSE_PASSTHROUGH;
         let _ = config.add_capabilities(wanted & config.capabilities());
         // Passthrough backing files sit on the layers' filesystems: one level of
@@ -518,29 +519,29 @@ impl Filesystem for OverlayFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.ovl.opendir(ino.0) {
-            // No FOPEN_CACHE_DIR: the kernel marks a cached listing valid from
-            // its first read, but our snapshot is taken at opendir, so a name
-            // created in between went missing from the cache (the concurrency
-            // test caught it).
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("opendir", e)),
-        }
+    /// ENOSYS: the kernel stops sending OPENDIR and RELEASEDIR, and caches
+    /// listings itself (it opens directories with FOPEN_CACHE_DIR |
+    /// FOPEN_KEEP_CACHE). Listings need no handle: see `engine::Listing`.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(FErrno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.ovl.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+        match self.ovl.listing(ino.0) {
+            Ok(listing) => {
+                let rest = listing.after(offset);
+                if rest.is_empty() {
+                    self.ovl.listing_read(ino.0, &listing);
+                }
+                for e in rest {
+                    if reply.add(INodeNo(e.ino), e.off, file_type(e.kind), &e.name) {
                         break;
                     }
                 }
@@ -556,23 +557,11 @@ impl Filesystem for OverlayFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.list_plus(ino, fh, offset, reply);
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.ovl.releasedir(fh.0);
-        reply.ok();
+        self.list_plus(ino, offset, reply);
     }
 
     fn fsyncdir(

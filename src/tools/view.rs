@@ -5,7 +5,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::layers::ToolError;
 use crate::engine::{Caller, Errno, Overlay, ROOT_INO};
@@ -72,17 +71,17 @@ impl View {
         }
     }
 
-    /// The names in merged directory `ino`, in order, without `.` and `..`.
+    /// The names in merged directory `ino`, sorted, without `.` and `..`.
     pub(super) fn children(&self, ino: u64) -> Result<Vec<OsString>, Errno> {
-        let fh = self.ovl.opendir(ino)?;
-        let entries = self.ovl.readdir(fh, 0);
-        self.ovl.releasedir(fh);
-        let entries: Arc<Vec<_>> = entries?;
-        Ok(entries
+        let listing = self.ovl.listing(ino)?;
+        let mut names: Vec<OsString> = listing
+            .entries()
             .iter()
             .filter(|e| e.name != "." && e.name != "..")
             .map(|e| e.name.clone())
-            .collect())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// The xattrs the merged view shows on `ino`, sorted by name.

@@ -434,3 +434,171 @@ fn concurrent_operations_stay_consistent() {
     );
     eprintln!("concurrency: {total_ops} operations by 6 threads + 2×{CU_FILES} racing copy-ups");
 }
+
+/// Names from one getdents64 call on `fd` (a small buffer: a few entries per
+/// call, so a listing is read in many steps); None at the end.
+fn getdents_step(fd: i32) -> Option<Vec<String>> {
+    let mut buf = vec![0u8; 512];
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+    if n == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < n as usize {
+        // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
+        let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+        let name = &buf[at + 19..at + reclen];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        out.push(String::from_utf8_lossy(&name[..end]).into_owned());
+        at += reclen;
+    }
+    Some(out)
+}
+
+fn same_names(got: &BTreeSet<String>, want: &BTreeSet<String>, what: &str) {
+    let missing: Vec<_> = want.difference(got).collect();
+    let extra: Vec<_> = got.difference(want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, extra {extra:?}"
+    );
+}
+
+fn open_dir(p: &Path) -> i32 {
+    let fd = unsafe { libc::open(cstr(p).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(
+        fd >= 0,
+        "open {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    fd
+}
+
+/// The kernel caches listings (FOPEN_CACHE_DIR, no OPENDIR): readers that
+/// opened, or were part way through, a directory before its names changed
+/// must see every name that stayed exactly once, and every listing begun
+/// after a change must show it, however the readers interleave.
+#[test]
+fn listings_stay_right_while_names_change() {
+    if !usable("listings_change", false) {
+        return;
+    }
+    let s = Scratch::new("listing");
+    let lower = s.dir("lower");
+    let mut model: BTreeSet<String> = BTreeSet::new();
+    for i in 0..600 {
+        let name = format!("lower_entry_with_a_longish_name_{i:04}");
+        write_file(&lower.join("d").join(&name), b"x");
+        model.insert(name);
+    }
+    let st = Stack::new(&s.path.join("ovl"), vec![lower.clone()]);
+    let pid = st.mount();
+    let dir = st.mnt.join("d");
+    let mut rng = Rng::new(4242);
+    let mut next = 0usize;
+    let full = |dir: &Path| -> BTreeSet<String> {
+        let fd = open_dir(dir);
+        let mut names = Vec::new();
+        while let Some(v) = getdents_step(fd) {
+            names.extend(v);
+        }
+        unsafe { libc::close(fd) };
+        let set: BTreeSet<String> = names.iter().cloned().collect();
+        assert_eq!(set.len(), names.len(), "a name listed twice");
+        set.into_iter().filter(|n| n != "." && n != "..").collect()
+    };
+    for round in 0..40 {
+        // Readers: one opened and not read yet, one a few steps in.
+        let fresh = open_dir(&dir);
+        let partway = open_dir(&dir);
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            seen.extend(getdents_step(partway).unwrap_or_default());
+        }
+        let before = model.clone();
+        // Change the names: some created, some removed (lower and upper).
+        for _ in 0..1 + rng.below(5) {
+            next += 1;
+            let name = format!("new_{round}_{next}");
+            fs::write(dir.join(&name), b"n").unwrap();
+            model.insert(name);
+        }
+        for _ in 0..rng.below(4) {
+            let victims: Vec<&String> = model.iter().collect();
+            let v = victims[rng.below(victims.len() as u64) as usize].clone();
+            fs::remove_file(dir.join(&v)).unwrap();
+            model.remove(&v);
+        }
+        // Every reader begun now sees the new state; the cache the readers
+        // above may fill must not hide it from the next ones either.
+        let mut fresh_names = Vec::new();
+        if rng.below(2) == 0 {
+            while let Some(v) = getdents_step(fresh) {
+                fresh_names.extend(v);
+            }
+        }
+        while let Some(v) = getdents_step(partway) {
+            seen.extend(v);
+        }
+        if !fresh_names.is_empty() {
+            // Opened before the change, read after it: the new state (as the
+            // kernel overlay, which merges on the first read).
+            let set: BTreeSet<String> = fresh_names.iter().cloned().collect();
+            assert_eq!(
+                set.len(),
+                fresh_names.len(),
+                "round {round}: fresh reader: a name listed twice"
+            );
+            let set: BTreeSet<String> = set.into_iter().filter(|n| n != "." && n != "..").collect();
+            same_names(
+                &set,
+                &model,
+                &format!("round {round}: reader opened before the change"),
+            );
+        }
+        let set: BTreeSet<&String> = seen.iter().collect();
+        assert_eq!(
+            set.len(),
+            seen.len(),
+            "round {round}: part-way reader: a name listed twice"
+        );
+        for n in before.intersection(&model) {
+            assert!(
+                set.contains(n),
+                "round {round}: part-way reader: {n} stayed but was not listed"
+            );
+        }
+        for n in &seen {
+            assert!(
+                n == "." || n == ".." || before.contains(n) || model.contains(n),
+                "round {round}: part-way reader: {n} listed but never existed"
+            );
+        }
+        unsafe {
+            libc::close(fresh);
+            libc::close(partway);
+        }
+        for _ in 0..2 {
+            same_names(
+                &full(&dir),
+                &model,
+                &format!("round {round}: listing after the change"),
+            );
+        }
+    }
+    st.umount(pid);
+    // The upper holds exactly the changes the model made.
+    let upper: BTreeSet<String> = fs::read_dir(st.upper.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for n in &model {
+        assert!(
+            n.starts_with("lower_") || upper.contains(n),
+            "{n} missing in the upper"
+        );
+    }
+}
