@@ -563,6 +563,10 @@ fn run() -> Result<()> {
         [s, m] => (s.to_string_lossy().into_owned(), m.clone()),
         _ => unreachable!("clap enforces 1..=2 paths"),
     };
+    // As mount(8): a relative mount point is taken from the current directory
+    // (the daemon leaves it when it detaches).
+    let mountpoint = std::fs::canonicalize(&mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
     let foreground = cli.foreground || config.debug;
     daemon::run(MountRequest {
         config,

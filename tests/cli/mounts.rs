@@ -168,6 +168,43 @@ fn escaped_colon_in_lowerdir() {
 }
 
 #[test]
+fn relative_paths_are_taken_from_the_current_directory() {
+    if !can_mount("relative_paths_are_taken_from_the_current_directory") {
+        return;
+    }
+    // As mount(8) and the kernel overlay: layers and mount point relative to
+    // where ovlfs is started (the daemon leaves that directory).
+    let l = layout();
+    let base = l.lower.parent().unwrap();
+    let st = Command::new(OVLFS)
+        .current_dir(base)
+        .args(["-o", "lowerdir=lower,upperdir=upper,workdir=work", "mnt"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ovlfs with relative paths: {st}");
+    assert!(is_mounted(&l.mnt), "nothing mounted on {}", l.mnt.display());
+    assert_eq!(fs::read(l.mnt.join("from-lower")).unwrap(), b"lower\n");
+    fs::write(l.mnt.join("new"), b"new").unwrap();
+    assert_eq!(fs::read(l.upper.join("new")).unwrap(), b"new");
+    unmount_and_wait(&l.mnt, false);
+    let out = Command::new(OVLFS)
+        .current_dir(base)
+        .args([
+            "-o",
+            "lowerdir=lower,upperdir=upper,workdir=work",
+            "nowhere",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nowhere"),
+        "missing mount point: {err}"
+    );
+}
+
+#[test]
 fn mount_fuse3_convention() {
     if !can_mount("mount_fuse3_convention") {
         return;
