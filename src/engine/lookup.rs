@@ -26,8 +26,10 @@ use crate::sys::{self, Stat};
 #[derive(Default)]
 pub struct Resolved {
     pub upper: Option<(OwnedFd, Stat)>,
-    /// Lower objects merged into the result, topmost first (several only for directories).
-    pub lowers: Vec<(usize, OwnedFd, Stat)>,
+    /// Lower objects merged into the result, topmost first (several only for
+    /// directories). No fd for a leaf found under its own name in a held
+    /// directory: the node refers to it by name (one fstatat, no open/close).
+    pub lowers: Vec<(usize, Option<OwnedFd>, Stat)>,
     /// The upper directory carries the opaque mark.
     pub opaque: bool,
     /// A whiteout sits at this name in the upper layer.
@@ -279,7 +281,7 @@ impl Overlay {
             }
             return Ok(());
         }
-        let Some((layer, fd, st)) = r.lowers.first() else {
+        let Some((layer, Some(fd), st)) = r.lowers.first() else {
             return Ok(());
         };
         if is_dir(st) || st.st_nlink < 2 {
@@ -418,7 +420,11 @@ impl Overlay {
                 _ => None,
             };
             let dir = dir.as_fd();
-            if let Some((fd, st)) = probe(dir, &leaf)?
+            let found = match &by_name {
+                Some(_) => self.probe_named(dir, &leaf)?,
+                None => probe(dir, &leaf)?.map(|(fd, st)| (Some(fd), st)),
+            };
+            if let Some((fd, st)) = found
                 && !is_lower_marker(&leaf)
             {
                 if whiteout::is_whiteout_stat(&st) {
@@ -430,6 +436,7 @@ impl Overlay {
                     if !top_is_dir {
                         break;
                     }
+                    let fd = fd.ok_or(Errno::EIO)?;
                     if r.lowers.is_empty()
                         && let Some((ufd, _)) = &r.upper
                     {
@@ -441,7 +448,7 @@ impl Overlay {
                         below = below.redirected(&v);
                         r.followed_redirect = true;
                     }
-                    r.lowers.push((layer, fd, st));
+                    r.lowers.push((layer, Some(fd), st));
                     r.lower_dirs.push(by_name.clone());
                     if opaque {
                         break;
@@ -451,7 +458,12 @@ impl Overlay {
                         // A lower metacopy file: metadata here, data further down.
                         if self.is_metacopy_lower(dir, &leaf, &st)? {
                             r.metacopy = true;
-                            let next = match self.read_redirect(fd.as_fd()) {
+                            let redirect = match &fd {
+                                Some(fd) => self.read_redirect(fd.as_fd()),
+                                None => probe(dir, &leaf)?
+                                    .and_then(|(fd, _)| self.read_redirect(fd.as_fd())),
+                            };
+                            let next = match redirect {
                                 Some(v) => below.clone().redirected(&v),
                                 None => below.clone(),
                             };
@@ -471,6 +483,25 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    /// `probe` for a name in a held directory: a leaf is only stat'ed (the
+    /// node will refer to it by name), except a hard-linked one with an
+    /// index (its origin is read through the fd).
+    fn probe_named(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> Result<Option<(Option<OwnedFd>, Stat)>> {
+        let st = match sys::fstatat(dir, name) {
+            Ok(st) => st,
+            Err(e) if e == Errno::ENOENT => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if is_dir(&st) || (self.index.is_some() && st.st_nlink > 1) {
+            return Ok(probe(dir, name)?.map(|(fd, st)| (Some(fd), st)));
+        }
+        Ok(Some((None, st)))
     }
 
     /// The redirect of a directory, if it has a valid one.
@@ -596,7 +627,7 @@ impl Overlay {
                 });
             }
             (Some((fd, ust)), _, _) => {
-                st.upper = Some(RealRef::new(fd, &ust, r.upper_dir.as_ref(), name));
+                st.upper = RealRef::new(Some(fd), &ust, r.upper_dir.as_ref(), name);
             }
             _ => {}
         }
@@ -610,9 +641,9 @@ impl Overlay {
             .lowers
             .into_iter()
             .enumerate()
-            .map(|(i, (layer, fd, lst))| LowerEntry {
-                layer,
-                r: RealRef::new(fd, &lst, dirs.get(i).and_then(|d| d.as_ref()), name),
+            .filter_map(|(i, (layer, fd, lst))| {
+                let r = RealRef::new(fd, &lst, dirs.get(i).and_then(|d| d.as_ref()), name)?;
+                Some(LowerEntry { layer, r })
             })
             .collect();
         drop(st);

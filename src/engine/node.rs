@@ -83,21 +83,22 @@ impl RealRef {
         }
     }
 
-    /// Refer to `fd`, found as `dir/name`: by name for a leaf, else held open.
+    /// Refer to the object found as `dir/name` (`fd`, if it was opened): by
+    /// name for a leaf, else held open. None: neither is possible.
     pub fn new(
-        fd: OwnedFd,
+        fd: Option<OwnedFd>,
         st: &Stat,
         dir: Option<&Arc<OwnedFd>>,
         name: &std::ffi::OsStr,
-    ) -> RealRef {
+    ) -> Option<RealRef> {
         match dir {
-            Some(dir) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => RealRef::At {
+            Some(dir) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => Some(RealRef::At {
                 dir: dir.clone(),
                 name: name.to_os_string(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-            },
-            _ => RealRef::Open(Arc::new(fd)),
+            }),
+            _ => Some(RealRef::Open(Arc::new(fd?))),
         }
     }
 }
