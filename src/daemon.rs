@@ -182,6 +182,13 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
     ovl.set_attr_changed_hook(Box::new(move |ino| {
         let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
     }));
+    // A directory's cached listing (pages from offset 0): its names changed.
+    // Safe inside the request: the kernel holds the directory's lock for the
+    // change, so no listing of it is being read or filled meanwhile.
+    let notifier = session.notifier();
+    ovl.set_listing_changed_hook(Box::new(move |ino| {
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+    }));
     let mut unmounter = session.unmount_callable();
     let mnt = req.mountpoint.clone();
     std::thread::spawn(move || {

@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::node::{Key, Node, RealRef};
 use super::{Errno, Overlay, Result};
@@ -97,7 +97,11 @@ impl Overlay {
         }
         // Data comes from the data file below a lower metacopy file.
         let data = (st.st_mode & libc::S_IFMT == libc::S_IFREG && how == CopyUp::Full)
-            .then(|| node.data_fd()?.ok_or(Errno::ENOENT))
+            .then(|| match node.is_metacopy() {
+                true => node.data_fd()?.ok_or(Errno::ENOENT),
+                // The lower file itself, already open.
+                false => Ok(lower_fd.clone()),
+            })
             .transpose()?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
@@ -204,24 +208,7 @@ impl Overlay {
             libc::S_IFDIR => sys::mkdirat(work, tmp, perm)?,
             libc::S_IFLNK => sys::symlinkat(&sys::readlink_fd(src)?, work, tmp)?,
             libc::S_IFREG => {
-                let out = sys::openat(
-                    work,
-                    tmp,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                    0o600,
-                )?;
-                match (how, data) {
-                    (CopyUp::Full, Some(data)) => {
-                        let input = sys::reopen(data, libc::O_RDONLY)?;
-                        copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
-                    }
-                    // Metadata only: the right size, no blocks.
-                    (CopyUp::Meta, _) => sys::ftruncate(out.as_fd(), st.st_size as u64)?,
-                    _ => {}
-                }
-                if self.fsync_data() {
-                    sys::fsync(out.as_fd(), false)?;
-                }
+                return self.build_file_copy(src, data, st, work, tmp, how, origin, meta_value);
             }
             _ => sys::mknodat(work, tmp, st.st_mode, st.st_rdev)?,
         }
@@ -234,6 +221,66 @@ impl Overlay {
             Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),
             None => Ok(()),
         }
+    }
+
+    /// A regular file's copy, all of it done through the one fd the data was
+    /// written through (no path lookups): data, fsync, owner, mode, xattrs
+    /// (after chown, which strips security.capability), the overlay's own
+    /// xattrs, times last.
+    #[allow(clippy::too_many_arguments)]
+    fn build_file_copy(
+        &self,
+        src: BorrowedFd<'_>,
+        data: Option<BorrowedFd<'_>>,
+        st: &Stat,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        how: CopyUp,
+        origin: Option<Vec<u8>>,
+        meta_value: &[u8],
+    ) -> Result<()> {
+        let out = sys::openat(
+            work,
+            tmp,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+            0o600,
+        )?;
+        let out = out.as_fd();
+        // A readable fd of the source itself, if one is opened for the data:
+        // its xattrs are read through it (an O_PATH fd needs a detour).
+        let mut readable = None;
+        match (how, data) {
+            (CopyUp::Full, Some(data)) => {
+                let input = sys::reopen(data, libc::O_RDONLY)?;
+                let ist = sys::fstat(input.as_fd())?;
+                copy_data(input.as_fd(), ist.st_dev, out, st.st_size as u64)?;
+                if (ist.st_dev, ist.st_ino) == (st.st_dev, st.st_ino) {
+                    readable = Some(input);
+                }
+            }
+            // Metadata only: the right size, no blocks.
+            (CopyUp::Meta, _) => sys::ftruncate(out, st.st_size as u64)?,
+            _ => {}
+        }
+        if self.fsync_data() {
+            sys::fsync(out, false)?;
+        }
+        sys::fchown(out, Some(st.st_uid), Some(st.st_gid))?;
+        // After chown, which clears set-id bits.
+        sys::fchmod_open(out, st.st_mode & 0o7777)?;
+        let xsrc = readable.as_ref().map_or(src, |r| r.as_fd());
+        self.copy_xattrs(xsrc, out)?;
+        if how == CopyUp::Meta {
+            sys::setxattr(out, &self.xattr.name("metacopy"), meta_value, 0)?;
+        }
+        if let Some(v) = origin {
+            sys::setxattr(out, &self.xattr.name("origin"), &v, 0)?;
+        }
+        sys::futimens(
+            out,
+            Some(sys::timespec(st.st_atime, st.st_atime_nsec)),
+            Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
+        )
     }
 
     /// Owner, mode, xattrs, then times of `src` onto `dir/name` (open as `dst`).
@@ -317,8 +364,13 @@ fn must_copy(name: &OsStr) -> bool {
 /// ovl_copy_up_file, in 1 MiB chunks, skipping a hole wherever a chunk starts
 /// in one (holes inside a chunk are copied as zeros, as the kernel does, so
 /// SEEK_HOLE answers the same on either).
-pub(super) fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, len: u64) -> Result<()> {
-    if len == 0 || sys::ficlone(out, input).is_ok() {
+pub(super) fn copy_data(
+    input: BorrowedFd<'_>,
+    input_dev: u64,
+    out: BorrowedFd<'_>,
+    len: u64,
+) -> Result<()> {
+    if len == 0 || try_clone(input, input_dev, out) {
         return Ok(());
     }
     let mut pos = 0u64;
@@ -337,19 +389,49 @@ pub(super) fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, len: u64) ->
             }
         }
         let end = (pos + CHUNK as u64).min(len);
-        copy_range(input, out, pos, end)?;
+        if copy_range(input, out, pos, end)? < end {
+            break; // the source ended early
+        }
         pos = end;
     }
-    sys::ftruncate(out, len)
+    // The size, where a hole (or a short source) left it short.
+    if pos < len {
+        sys::ftruncate(out, len)?;
+    }
+    Ok(())
 }
 
-/// Copy bytes [from, to) at the same offsets.
+/// Source filesystems (st_dev) that cannot reflink into the upper: asked
+/// once, not on every copy-up.
+static NO_REFLINK: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn try_clone(input: BorrowedFd<'_>, input_dev: u64, out: BorrowedFd<'_>) -> bool {
+    if NO_REFLINK.lock().unwrap().contains(&input_dev) {
+        return false;
+    }
+    match sys::ficlone(out, input) {
+        Ok(()) => true,
+        Err(e) => {
+            // Not this pair of filesystems (other errors may pass: try again).
+            if e == Errno::EOPNOTSUPP || e == Errno::EXDEV || e == Errno::EINVAL {
+                let mut v = NO_REFLINK.lock().unwrap();
+                if !v.contains(&input_dev) {
+                    v.push(input_dev);
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Copy bytes [from, to) at the same offsets; where the copy ended (short
+/// of `to` if the source ended first).
 pub(super) fn copy_range(
     input: BorrowedFd<'_>,
     out: BorrowedFd<'_>,
     from: u64,
     to: u64,
-) -> Result<()> {
+) -> Result<u64> {
     let mut off = from;
     let mut use_cfr = true;
     let mut buf = Vec::new();
@@ -357,7 +439,7 @@ pub(super) fn copy_range(
         let want = ((to - off) as usize).min(CHUNK);
         if use_cfr {
             match sys::copy_file_range(input, off, out, off, want) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(off),
                 Ok(n) => {
                     off += n as u64;
                     continue;
@@ -370,7 +452,7 @@ pub(super) fn copy_range(
         }
         let n = sys::pread(input, &mut buf[..want.min(1 << 20)], off)?;
         if n == 0 {
-            return Ok(());
+            return Ok(off);
         }
         let mut done = 0;
         while done < n {
@@ -378,5 +460,5 @@ pub(super) fn copy_range(
         }
         off += n as u64;
     }
-    Ok(())
+    Ok(off)
 }

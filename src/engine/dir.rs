@@ -29,35 +29,43 @@ pub(super) fn lock(node: &Node) -> MutexGuard<'_, ()> {
 
 /// A directory's lock held for a change to its names: on release (still
 /// under the lock, before the kernel hears of the change) its listings
-/// become stale.
+/// become stale, ours and any the kernel cached.
 pub(super) struct Changing<'a> {
+    ovl: &'a Overlay,
     node: &'a Node,
     _lock: MutexGuard<'a, ()>,
 }
 
 impl Drop for Changing<'_> {
     fn drop(&mut self) {
-        self.node.names_changed();
+        if self.node.names_changed() {
+            self.ovl.listing_changed(self.node.ino);
+        }
     }
 }
 
-pub(super) fn lock_for_change(node: &Node) -> Changing<'_> {
+pub(super) fn lock_for_change<'a>(ovl: &'a Overlay, node: &'a Node) -> Changing<'a> {
     Changing {
         _lock: lock(node),
+        ovl,
         node,
     }
 }
 
 /// Lock two directories for a change, in a fixed order (or one, if the same).
-pub(super) fn lock_pair<'a>(a: &'a Node, b: &'a Node) -> (Changing<'a>, Option<Changing<'a>>) {
+pub(super) fn lock_pair<'a>(
+    ovl: &'a Overlay,
+    a: &'a Node,
+    b: &'a Node,
+) -> (Changing<'a>, Option<Changing<'a>>) {
     if a.ino == b.ino {
-        (lock_for_change(a), None)
+        (lock_for_change(ovl, a), None)
     } else if a.ino < b.ino {
-        let ga = lock_for_change(a);
-        (ga, Some(lock_for_change(b)))
+        let ga = lock_for_change(ovl, a);
+        (ga, Some(lock_for_change(ovl, b)))
     } else {
-        let gb = lock_for_change(b);
-        (lock_for_change(a), Some(gb))
+        let gb = lock_for_change(ovl, b);
+        (lock_for_change(ovl, a), Some(gb))
     }
 }
 
@@ -152,7 +160,7 @@ impl Overlay {
             self.set_link_redirect(source)?;
         }
         let pfd = self.upper_dir(&parent)?;
-        let _g = lock_for_change(&parent);
+        let _g = lock_for_change(self, &parent);
         let r = self.resolve(&parent, name, false)?;
         if r.visible() {
             return Err(Errno::EEXIST);
@@ -418,7 +426,7 @@ impl Overlay {
             self.copy_up_meta(&victim)?;
         }
         let pfd = self.upper_dir(&parent)?;
-        let _g = lock_for_change(&parent);
+        let _g = lock_for_change(self, &parent);
         let (r, victim) = self.check_remove(&parent, name, dir)?;
         self.nlink_start(&victim)?;
         victim.pin_upper();

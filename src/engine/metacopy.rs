@@ -194,7 +194,8 @@ impl Overlay {
         let size = sys::fstat(upper.as_fd())?.st_size as u64;
         let input = sys::reopen(data.as_fd(), libc::O_RDONLY)?;
         let out = sys::reopen(upper.as_fd(), libc::O_WRONLY)?;
-        super::copy_up::copy_data(input.as_fd(), out.as_fd(), size)?;
+        let dev = sys::fstat(input.as_fd())?.st_dev;
+        super::copy_up::copy_data(input.as_fd(), dev, out.as_fd(), size)?;
         if self.fsync_data() {
             sys::fsync(out.as_fd(), false)?;
         }

@@ -90,6 +90,7 @@ pub struct Overlay {
     /// of a hard-linked lower file changes st_nlink, for one), so the kernel's
     /// attribute cache can be dropped.
     attr_changed: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
+    listing_changed: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Overlay {
@@ -129,6 +130,7 @@ impl Overlay {
             tmp_counter: AtomicU64::new(0),
             node_peak: Default::default(),
             attr_changed: OnceLock::new(),
+            listing_changed: OnceLock::new(),
             index: None,
             xino_on,
         };
@@ -142,6 +144,19 @@ impl Overlay {
     /// other than through the request that is being answered.
     pub fn set_attr_changed_hook(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
         let _ = self.attr_changed.set(f);
+    }
+
+    /// Install the hook called, before a change to a directory's names is
+    /// answered, with the directory's node number if the kernel may hold a
+    /// cached listing of it (the FUSE adapter drops that copy).
+    pub fn set_listing_changed_hook(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.listing_changed.set(f);
+    }
+
+    pub(super) fn listing_changed(&self, ino: u64) {
+        if let Some(f) = self.listing_changed.get() {
+            f(ino);
+        }
     }
 
     fn attr_changed(&self, ino: u64) {

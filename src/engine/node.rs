@@ -162,8 +162,9 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Held by namespace operations inside this directory.
     pub dir_lock: Mutex<()>,
-    /// Directories: the listing generation and the listing kept for it.
-    pub listing: Mutex<super::readdir::ListingSlot>,
+    /// Directories: the listing generation and the listing kept for it
+    /// (boxed: leaves, most nodes, pay one pointer).
+    pub listing: Option<Box<Mutex<super::readdir::ListingSlot>>>,
     /// Key under which the table finds this node.
     key: Mutex<Key>,
 }
@@ -193,7 +194,7 @@ impl Node {
             state: RwLock::new(state),
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
-            listing: Mutex::default(),
+            listing: (kind == libc::S_IFDIR).then(Box::default),
             key: Mutex::new(key),
         }
     }

@@ -28,22 +28,24 @@ pub struct DirEntry {
     pub kind: u32,
 }
 
-/// Offsets are `generation << KEY_BITS | key`: the key (a hash of the
-/// name; 1 and 2 for `.` and `..`) orders the listing and says where a reader
-/// continues in any later listing of the same directory, so an entry that
-/// stays is returned exactly once however the directory changes meanwhile.
-/// The generation changes with every change to the directory: the kernel
-/// appends a reply to its cached listing only where it continues the last
-/// offset cached, so a reply made from an older listing can never extend a
-/// cache begun after the change.
-const KEY_BITS: u32 = 51;
+/// An entry's offset is its key: 1 and 2 for `.` and `..`, else a hash of
+/// its name. The same name has the same offset in every listing of the
+/// directory, so a reader continues "after this name" in any later listing
+/// and gets every entry that stayed exactly once however the directory
+/// changes meanwhile; and the kernel's cached listing, which a reader scans
+/// for its position, holds that position whenever the entry is still there.
+/// (Offsets that differ from listing to listing, as a generation tag would
+/// make them, are never found in a cache filled by another reader; where such
+/// a cache ends exactly on a page boundary the kernel then reports the end of
+/// the directory instead of asking again: entries were lost that way.)
+/// The kernel cannot append a stale reply to its cache: changes to a
+/// directory hold its lock exclusively, listings hold it shared.
+const KEY_BITS: u32 = 63;
 const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
-const GEN_MASK: u64 = (1 << (63 - KEY_BITS)) - 1;
 
 /// The key of a name: 3 and up (0 is the start, 1 and 2 are `.` and `..`).
 /// Two names with one key sort by name; a reader whose reply ended between
-/// them would miss the second (with 51 bits, about one directory in 4000
-/// of a million entries has such a pair at all).
+/// them would miss the second (with 63 bits, practically never).
 fn name_key(name: &OsStr) -> u64 {
     use std::hash::{Hash, Hasher};
     // Fixed keys: the same name gives the same key for the daemon's life.
@@ -78,8 +80,7 @@ impl Listing {
     /// The entries a reader at `offset` (0, or an offset given out by any
     /// listing of this directory) gets next.
     pub fn after(&self, offset: u64) -> &[ListEntry] {
-        let key = offset & KEY_MASK;
-        let i = self.entries.partition_point(|e| e.off & KEY_MASK <= key);
+        let i = self.entries.partition_point(|e| e.off <= offset);
         &self.entries[i..]
     }
 }
@@ -88,6 +89,8 @@ impl Listing {
 pub struct ListingSlot {
     generation: u64,
     cached: Option<Arc<Listing>>,
+    /// A listing was given out since the last change: the kernel may cache it.
+    listed: bool,
 }
 
 static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
@@ -97,6 +100,7 @@ impl ListingSlot {
         ListingSlot {
             generation: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
             cached: None,
+            listed: false,
         }
     }
 }
@@ -109,10 +113,26 @@ impl Default for ListingSlot {
 
 impl Node {
     /// The directory's names changed: listings from before are stale.
-    pub fn names_changed(&self) {
-        let mut slot = self.listing.lock().unwrap();
+    /// Whether one was given out since the last change (the kernel's copy
+    /// must then be dropped too).
+    pub fn names_changed(&self) -> bool {
+        let Some(listing) = &self.listing else {
+            return false;
+        };
+        let mut slot = listing.lock().unwrap();
         slot.generation = slot.generation.wrapping_add(1);
         slot.cached = None;
+        std::mem::take(&mut slot.listed)
+    }
+
+    /// Our listing is stale (a moved directory's `..`); what the kernel
+    /// cached stays as it is, and so does whether it may have cached any.
+    pub fn listing_stale(&self) {
+        if let Some(listing) = &self.listing {
+            let mut slot = listing.lock().unwrap();
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.cached = None;
+        }
     }
 }
 
@@ -251,18 +271,19 @@ impl Overlay {
     /// itself (FOPEN_CACHE_DIR) and skip OPENDIR/RELEASEDIR.
     pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
         let node = self.node(ino)?;
-        if !node.is_dir() {
+        let Some(slot) = &node.listing else {
             return Err(Errno::ENOTDIR);
-        }
+        };
         let generation = {
-            let slot = node.listing.lock().unwrap();
+            let mut slot = slot.lock().unwrap();
+            slot.listed = true;
             if let Some(l) = &slot.cached {
                 return Ok(l.clone());
             }
             slot.generation
         };
         let listing = Arc::new(self.build_listing(&node, generation)?);
-        let mut slot = node.listing.lock().unwrap();
+        let mut slot = slot.lock().unwrap();
         // Kept only if nothing changed while it was read from the layers.
         if slot.generation == generation && slot.cached.is_none() {
             slot.cached = Some(listing.clone());
@@ -273,8 +294,10 @@ impl Overlay {
     /// A reader reached the end of `listing`: the kernel now caches it, so
     /// ours is let go (memory follows the directories being read).
     pub fn listing_read(&self, ino: u64, listing: &Listing) {
-        if let Ok(node) = self.node(ino) {
-            let mut slot = node.listing.lock().unwrap();
+        if let Ok(node) = self.node(ino)
+            && let Some(slot) = &node.listing
+        {
+            let mut slot = slot.lock().unwrap();
             if slot
                 .cached
                 .as_ref()
@@ -287,25 +310,24 @@ impl Overlay {
 
     fn build_listing(&self, node: &Arc<Node>, generation: u64) -> Result<Listing> {
         let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
-        let tag = (generation & GEN_MASK) << KEY_BITS;
         let mut entries = Vec::new();
         entries.push(ListEntry {
             name: ".".into(),
             ino: self.st_ino(node.ino),
             kind: libc::S_IFDIR,
-            off: tag | 1,
+            off: 1,
         });
         entries.push(ListEntry {
             name: "..".into(),
             ino: self.st_ino(parent),
             kind: libc::S_IFDIR,
-            off: tag | 2,
+            off: 2,
         });
         let mut merged: Vec<ListEntry> = self
             .merged_entries(node, true)?
             .into_iter()
             .map(|e| ListEntry {
-                off: tag | name_key(&e.name),
+                off: name_key(&e.name),
                 name: e.name,
                 ino: e.ino,
                 kind: e.kind,

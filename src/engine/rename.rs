@@ -74,7 +74,7 @@ impl Overlay {
             self.copy_up_meta(d)?;
         }
 
-        let _g = lock_pair(&op, &np);
+        let _g = lock_pair(self, &op, &np);
         let plan = self.plan_rename(&op, old_name, &np, new_name, flags)?;
         if plan.same {
             return Ok(());
@@ -410,6 +410,9 @@ impl Overlay {
 /// Record a node's new place after it moved; a leaf's upper object is now
 /// found under the new name in the new parent's upper directory.
 fn set_place(node: &Node, parent: &Arc<Node>, parent_upper: &Arc<OwnedFd>, name: &OsStr) {
+    // A moved directory's `..` is another one now (the kernel's cached copy
+    // keeps the old number for it: harmless, and not worth a drop).
+    node.listing_stale();
     let mut st = node.state.write().unwrap();
     st.parent = Some(parent.clone());
     st.name = name.to_os_string();

@@ -9,6 +9,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::engine::Errno;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// fchmodat2(2), Linux 6.6 (not in libc 0.2 for every target).
+const SYS_FCHMODAT2: libc::c_long = 452;
 
 mod xattr;
 pub use xattr::{getxattr, getxattr_at, listxattr, removexattr, setxattr};
@@ -222,11 +226,46 @@ pub fn fchown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> Result<
     })
 }
 
-/// chmod the object behind an fd that is not a symlink.
+/// Whether fchmodat2/utimensat take AT_EMPTY_PATH on an O_PATH fd here
+/// (Linux 6.6); cleared on the first refusal, then the /proc path is used.
+static EMPTY_PATH_OK: AtomicBool = AtomicBool::new(true);
+
+fn refused_empty_path(e: Errno) -> bool {
+    // Older kernels: no such call, an unknown flag, or "" taken as a name.
+    let refused = e == Errno::ENOSYS || e == Errno::EINVAL || e == Errno::ENOENT;
+    if refused {
+        EMPTY_PATH_OK.store(false, Ordering::Relaxed);
+    }
+    refused
+}
+
+/// chmod the object behind an fd (O_PATH or not) that is not a symlink.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    if EMPTY_PATH_OK.load(Ordering::Relaxed) {
+        // SAFETY: valid C string; fchmodat2(2) with AT_EMPTY_PATH acts on the fd.
+        let r = check(unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                mode,
+                libc::AT_EMPTY_PATH,
+            ) as i32
+        });
+        match r {
+            Err(e) if refused_empty_path(e) => {}
+            r => return r,
+        }
+    }
     let p = proc_path(fd);
     // SAFETY: valid C string; the magic link resolves to the fd's object.
     check(unsafe { libc::chmod(p.as_ptr(), mode) })
+}
+
+/// chmod through a file opened for reading or writing.
+pub fn fchmod_open(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    // SAFETY: plain fchmod(2) on an open fd.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })
 }
 
 /// A timespec from stat's seconds and nanoseconds.
@@ -272,9 +311,39 @@ pub fn futimens_path(
         tv_nsec: libc::UTIME_OMIT,
     };
     let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    if EMPTY_PATH_OK.load(Ordering::Relaxed) {
+        // SAFETY: valid C string and a two-element array; acts on the fd itself.
+        let r = check(unsafe {
+            libc::utimensat(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                times.as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            )
+        });
+        match r {
+            Err(e) if refused_empty_path(e) => {}
+            r => return r,
+        }
+    }
     let p = proc_path(fd);
     // SAFETY: valid C string and a two-element array.
     check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })
+}
+
+/// Set times through a file opened for reading or writing.
+pub fn futimens(
+    fd: BorrowedFd<'_>,
+    atime: Option<libc::timespec>,
+    mtime: Option<libc::timespec>,
+) -> Result<(), Errno> {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    // SAFETY: a two-element array; futimens(3) is utimensat on the fd.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }
 
 pub fn now_timespec() -> libc::timespec {
