@@ -110,16 +110,15 @@ impl Overlay {
         let origin = (Self::records_origin(&st) || indexed)
             .then(|| self.origin_value(lower.layer, lower_fd.as_fd()));
         let data_src = data.as_ref().map(|d| d.as_fd());
-        let built = self.build_copy(
-            lower_fd.as_fd(),
-            data_src,
-            &st,
-            work.as_fd(),
-            &tmp,
+        let source = CopySource {
+            src: lower_fd.as_fd(),
+            data: data_src,
+            st: &st,
             how,
             origin,
-            &meta_value,
-        );
+            meta_value: &meta_value,
+        };
+        let built = self.build_copy(source, work.as_fd(), &tmp);
         if let Err(e) = built {
             let _ = super::remove_tree(work.as_fd(), &tmp);
             tracing::error!(?name, %e, "copy-up failed");
@@ -190,34 +189,20 @@ impl Overlay {
         Ok(ufd)
     }
 
-    /// Build a copy of `src` as `work/tmp`: the object, then xattrs, owner, mode, times.
-    #[allow(clippy::too_many_arguments)]
-    fn build_copy(
-        &self,
-        src: BorrowedFd<'_>,
-        data: Option<BorrowedFd<'_>>,
-        st: &Stat,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
-        how: CopyUp,
-        origin: Option<Vec<u8>>,
-        meta_value: &[u8],
-    ) -> Result<()> {
+    /// Build a copy of `c.src` as `work/tmp`: the object, then owner, mode,
+    /// xattrs, times.
+    fn build_copy(&self, c: CopySource<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> Result<()> {
+        let st = c.st;
         let perm = st.st_mode & 0o7777;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => sys::mkdirat(work, tmp, perm)?,
-            libc::S_IFLNK => sys::symlinkat(&sys::readlink_fd(src)?, work, tmp)?,
-            libc::S_IFREG => {
-                return self.build_file_copy(src, data, st, work, tmp, how, origin, meta_value);
-            }
+            libc::S_IFLNK => sys::symlinkat(&sys::readlink_fd(c.src)?, work, tmp)?,
+            libc::S_IFREG => return self.build_file_copy(c, work, tmp),
             _ => sys::mknodat(work, tmp, st.st_mode, st.st_rdev)?,
         }
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        self.copy_metadata(src, st, work, tmp, dst.as_fd())?;
-        if how == CopyUp::Meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            sys::setxattr(dst.as_fd(), &self.xattr.name("metacopy"), meta_value, 0)?;
-        }
-        match origin {
+        self.copy_metadata(c.src, st, work, tmp, dst.as_fd())?;
+        match c.origin {
             Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),
             None => Ok(()),
         }
@@ -227,18 +212,15 @@ impl Overlay {
     /// written through (no path lookups): data, fsync, owner, mode, xattrs
     /// (after chown, which strips security.capability), the overlay's own
     /// xattrs, times last.
-    #[allow(clippy::too_many_arguments)]
-    fn build_file_copy(
-        &self,
-        src: BorrowedFd<'_>,
-        data: Option<BorrowedFd<'_>>,
-        st: &Stat,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
-        how: CopyUp,
-        origin: Option<Vec<u8>>,
-        meta_value: &[u8],
-    ) -> Result<()> {
+    fn build_file_copy(&self, c: CopySource<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> Result<()> {
+        let CopySource {
+            src,
+            data,
+            st,
+            how,
+            origin,
+            meta_value,
+        } = c;
         let out = sys::openat(
             work,
             tmp,
@@ -335,6 +317,20 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// What a copy is made from.
+struct CopySource<'a> {
+    /// The object copied (its metadata and xattrs).
+    src: BorrowedFd<'a>,
+    /// Where a regular file's data is (below a metacopy file: elsewhere).
+    data: Option<BorrowedFd<'a>>,
+    st: &'a Stat,
+    how: CopyUp,
+    /// The overlay.origin value to record, if any.
+    origin: Option<Vec<u8>>,
+    /// The overlay.metacopy value (`how == Meta`).
+    meta_value: &'a [u8],
 }
 
 /// Where a node's data is after a copy-up of kind `how`.

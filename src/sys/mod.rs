@@ -268,6 +268,15 @@ pub fn fchmod_open(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
     check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })
 }
 
+/// The times argument of utimensat: `None` leaves a time alone.
+fn utimes_arg(atime: Option<libc::timespec>, mtime: Option<libc::timespec>) -> [libc::timespec; 2] {
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    [atime.unwrap_or(omit), mtime.unwrap_or(omit)]
+}
+
 /// A timespec from stat's seconds and nanoseconds.
 pub fn timespec(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
@@ -283,11 +292,7 @@ pub fn utimensat(
     atime: Option<libc::timespec>,
     mtime: Option<libc::timespec>,
 ) -> Result<(), Errno> {
-    let omit = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::UTIME_OMIT,
-    };
-    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let times = utimes_arg(atime, mtime);
     let c = cstr(name)?;
     // SAFETY: valid C string and a two-element array.
     check(unsafe {
@@ -306,11 +311,7 @@ pub fn futimens_path(
     atime: Option<libc::timespec>,
     mtime: Option<libc::timespec>,
 ) -> Result<(), Errno> {
-    let omit = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::UTIME_OMIT,
-    };
-    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let times = utimes_arg(atime, mtime);
     if EMPTY_PATH_OK.load(Ordering::Relaxed) {
         // SAFETY: valid C string and a two-element array; acts on the fd itself.
         let r = check(unsafe {
@@ -337,11 +338,7 @@ pub fn futimens(
     atime: Option<libc::timespec>,
     mtime: Option<libc::timespec>,
 ) -> Result<(), Errno> {
-    let omit = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::UTIME_OMIT,
-    };
-    let times = [atime.unwrap_or(omit), mtime.unwrap_or(omit)];
+    let times = utimes_arg(atime, mtime);
     // SAFETY: a two-element array; futimens(3) is utimensat on the fd.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }
