@@ -10,9 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::stack::changed_stack;
+use common::stack::{LOWER2, changed_stack};
 use common::tree::{SnapMode, Tree, diff, snapshot};
-use common::{Scratch, mount_kernel, ovlfs_bin, require_root_and_fuse, unmount};
+use common::{
+    Scratch, mount_kernel, ovlfs_bin, require_root_and_fuse, require_strace, stack_dirs, unmount,
+    write_files,
+};
 
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(ovlfs_bin()).args(args).output().unwrap()
@@ -110,43 +113,18 @@ fn commit_and_flatten_show_the_same_view_as_the_overlay() {
 /// a file, a moved dir, a metacopy chown, an opaque dir, hard links.
 /// Returns (d, the overlay's merged view, inode of an unchanged l1 file).
 fn in_place_stack(d: &Path) -> (Tree, u64) {
-    let (l1, l2, u, w, m) = (
-        d.join("l1"),
-        d.join("l2"),
-        d.join("u"),
-        d.join("w"),
-        d.join("m"),
+    let [l1, l2, u, w, m] = stack_dirs(d);
+    write_files(&l2, LOWER2);
+    write_files(&l2, &[("hidden/z/zz", "z")]);
+    write_files(
+        &l1,
+        &[
+            ("top", "t"),
+            ("a/keep", "k"),
+            ("l1only", "o"),
+            ("l1dir/f", "f"),
+        ],
     );
-    for p in [&l1, &l2, &u, &w, &m] {
-        fs::create_dir_all(p).unwrap();
-    }
-    for dir in ["a/deep", "opq/sub", "mv/inner", "meta", "hidden/z"] {
-        fs::create_dir_all(l2.join(dir)).unwrap();
-    }
-    for (p, c) in [
-        ("a/x", "x"),
-        ("a/deep/y", "y"),
-        ("opq/old", "old"),
-        ("opq/sub/s", "s"),
-        ("mv/m", "m"),
-        ("mv/inner/i", "i"),
-        ("meta/big", "metacopy data"),
-        ("gone", "g"),
-        ("hidden/z/zz", "z"),
-    ] {
-        fs::write(l2.join(p), c).unwrap();
-    }
-    for dir in ["a", "l1dir"] {
-        fs::create_dir_all(l1.join(dir)).unwrap();
-    }
-    for (p, c) in [
-        ("top", "t"),
-        ("a/keep", "k"),
-        ("l1only", "o"),
-        ("l1dir/f", "f"),
-    ] {
-        fs::write(l1.join(p), c).unwrap();
-    }
     let hidden = std::ffi::CString::new(l1.join("hidden").to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mknod(hidden.as_ptr(), libc::S_IFCHR, 0) }, 0);
     let keep_ino = fs::metadata(l1.join("a/keep")).unwrap().ino();
@@ -293,9 +271,7 @@ fn commit_in_place_interrupted_is_finished_by_a_rerun_or_fsck() {
     if !require_root_and_fuse() {
         return;
     }
-    if Command::new("strace").arg("-V").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "strace is needed under CI");
-        eprintln!("SKIPPED: strace not installed");
+    if !require_strace("commit_in_place_interrupted") {
         return;
     }
     let sc = Scratch::new().unwrap();

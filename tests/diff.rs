@@ -8,24 +8,25 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Scratch, mount_kernel, mount_ovlfs, ovlfs_bin, require_root_and_fuse, unmount};
+use common::{
+    Scratch, mount_kernel, mount_ovlfs, ovlfs_bin, require_root_and_fuse, stack_dirs, unmount,
+    write_files,
+};
 
 fn build_lowers(l1: &Path, l2: &Path) {
-    for d in ["a", "b", "dir_rm", "mv_src/sub"] {
-        fs::create_dir_all(l2.join(d)).unwrap();
-    }
-    for (p, c) in [
-        ("a/x", "x"),
-        ("a/y", "y"),
-        ("b/z", "z"),
-        ("gone", "g"),
-        ("dir_rm/p", "p"),
-        ("dir_rm/q", "q"),
-        ("mv_src/m1", "m"),
-        ("mv_src/sub/s", "s"),
-    ] {
-        fs::write(l2.join(p), c).unwrap();
-    }
+    write_files(
+        l2,
+        &[
+            ("a/x", "x"),
+            ("a/y", "y"),
+            ("b/z", "z"),
+            ("gone", "g"),
+            ("dir_rm/p", "p"),
+            ("dir_rm/q", "q"),
+            ("mv_src/m1", "m"),
+            ("mv_src/sub/s", "s"),
+        ],
+    );
     fs::write(l1.join("a_w"), "w").unwrap();
 }
 
@@ -82,16 +83,7 @@ fn diff_reports_what_changed_through_either_overlay() {
     let s = Scratch::new().unwrap();
     for kernel in [true, false] {
         let d = s.subdir(if kernel { "k" } else { "o" });
-        let (l1, l2, u, w, m) = (
-            d.join("l1"),
-            d.join("l2"),
-            d.join("u"),
-            d.join("w"),
-            d.join("m"),
-        );
-        for p in [&l1, &l2, &u, &w, &m] {
-            fs::create_dir_all(p).unwrap();
-        }
+        let [l1, l2, u, w, m] = stack_dirs(&d);
         build_lowers(&l1, &l2);
         let lowers: Vec<PathBuf> = vec![l1.clone(), l2.clone()];
         let mount = if kernel { mount_kernel } else { mount_ovlfs };

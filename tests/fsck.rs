@@ -11,7 +11,10 @@ use std::process::Command;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Scratch, cstr, mount_kernel, ovlfs_bin, require_root_and_fuse, tree, unmount};
+use common::{
+    Scratch, cstr, mount_kernel, ovlfs_bin, require_root_and_fuse, stack_dirs, tree, unmount,
+    write_files,
+};
 
 fn removexattr(p: &Path, name: &str) {
     let n = std::ffi::CString::new(name).unwrap();
@@ -44,22 +47,11 @@ fn corruptions_are_found_and_repaired() {
     }
     let s = Scratch::new().unwrap();
     let d = s.subdir("f");
-    let (l1, l2, u, w, m) = (
-        d.join("l1"),
-        d.join("l2"),
-        d.join("u"),
-        d.join("w"),
-        d.join("m"),
+    let [l1, l2, u, w, m] = stack_dirs(&d);
+    write_files(
+        &l2,
+        &[("a/x", "x"), ("b/z", "z"), ("mv/m", "m"), ("gone", "g")],
     );
-    for p in [&l1, &l2, &u, &w, &m] {
-        fs::create_dir_all(p).unwrap();
-    }
-    for dir in ["a", "b", "mv"] {
-        fs::create_dir_all(l2.join(dir)).unwrap();
-    }
-    for (p, c) in [("a/x", "x"), ("b/z", "z"), ("mv/m", "m"), ("gone", "g")] {
-        fs::write(l2.join(p), c).unwrap();
-    }
     fs::write(l1.join("a_w"), "w").unwrap();
     let lowers: Vec<PathBuf> = vec![l1.clone(), l2.clone()];
     // Healthy layers, as the kernel writes them: clean.

@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Scratch, mount_kernel, mount_ovlfs, ovlfs_bin, require_root_and_fuse, unmount};
+use common::{
+    Scratch, mount_kernel, mount_ovlfs, ovlfs_bin, require_root_and_fuse, require_strace, unmount,
+};
 
 struct Stack {
     base: PathBuf,
@@ -173,9 +175,7 @@ fn an_interrupted_reset_leaves_the_old_or_the_new_upper() {
     if !require_root_and_fuse() {
         return;
     }
-    if Command::new("strace").arg("-V").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "strace is needed under CI");
-        eprintln!("SKIPPED: strace not installed");
+    if !require_strace("an_interrupted_reset") {
         return;
     }
     let s = Scratch::new().unwrap();

@@ -7,7 +7,7 @@
 //! restored afterwards, as the kernel does.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use super::node::{Key, Node, RealRef};
@@ -78,8 +78,7 @@ impl Overlay {
             return Ok(u);
         }
         let lower = node.lowers().first().cloned().ok_or(Errno::EIO)?;
-        let lower_fd = lower.fd()?;
-        let st = sys::fstat(lower_fd.as_fd())?;
+        let (lower_fd, st) = lower.r.open_stat()?;
         // The metacopy mark, with a digest where verity asks for one; data is
         // copied after all where verity=require finds none to record.
         let (how, meta_value) = match how {
@@ -234,9 +233,14 @@ impl Overlay {
         match (how, data) {
             (CopyUp::Full, Some(data)) => {
                 let input = sys::reopen(data, libc::O_RDONLY)?;
-                let ist = sys::fstat(input.as_fd())?;
-                copy_data(input.as_fd(), ist.st_dev, out, st.st_size as u64)?;
-                if (ist.st_dev, ist.st_ino) == (st.st_dev, st.st_ino) {
+                // The data is the source itself unless it lies below a metacopy file.
+                let data_is_src = data.as_raw_fd() == src.as_raw_fd();
+                let dev = match data_is_src {
+                    true => st.st_dev,
+                    false => sys::fstat(input.as_fd())?.st_dev,
+                };
+                copy_data(input.as_fd(), dev, out, st.st_size as u64)?;
+                if data_is_src {
                     readable = Some(input);
                 }
             }

@@ -32,7 +32,7 @@ pub(crate) use layer::open_dir as open_layer;
 pub use layer::{Layer, SetupError};
 pub use node::{Node, ROOT_INO};
 pub(crate) use origin::{Undecodable, decode_origin_in};
-pub use readdir::{DirEntry, ListEntry, Listing};
+pub use readdir::{DirEntry, Listing};
 
 use crate::format::xattr::XattrNames;
 use crate::params::{Config, FsyncMode};

@@ -38,6 +38,14 @@ impl RealRef {
     pub fn open(&self) -> Result<Arc<OwnedFd>> {
         match self {
             RealRef::Open(fd) => Ok(fd.clone()),
+            RealRef::At { .. } => self.open_stat().map(|(fd, _)| fd),
+        }
+    }
+
+    /// `open`, with the object's stat (a leaf's identity check made it anyway).
+    pub fn open_stat(&self) -> Result<(Arc<OwnedFd>, Stat)> {
+        match self {
+            RealRef::Open(fd) => Ok((fd.clone(), sys::fstat(fd.as_fd())?)),
             RealRef::At {
                 dir,
                 name,
@@ -50,7 +58,7 @@ impl RealRef {
                 if (st.st_dev, st.st_ino) != (*dev, *ino) {
                     return Err(Errno::ESTALE);
                 }
-                Ok(Arc::new(fd))
+                Ok((Arc::new(fd), st))
             }
         }
     }

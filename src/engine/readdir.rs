@@ -4,14 +4,13 @@
 //! shown once, whiteouts (and in lower layers `.wh.` markers) hide names from
 //! the layers below; a hash set keeps the merge linear in the number of
 //! entries. A listing is kept per directory until its names change, and
-//! offsets stay meaningful across changes (see `KEY_BITS`), so readers need
+//! offsets stay meaningful across changes (see `name_key`), so readers need
 //! no handle of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::lookup::is_lower_marker;
 use super::node::{Key, Node};
@@ -19,44 +18,10 @@ use super::{Errno, Overlay, Result};
 use crate::format::whiteout;
 use crate::sys;
 
-/// One entry of a merged listing, as the layers give it.
+/// One entry of a merged listing, with its offset: the position a reader
+/// continues from after it (see `name_key`).
 #[derive(Debug, Clone)]
 pub struct DirEntry {
-    pub name: OsString,
-    pub ino: u64,
-    /// S_IFMT bits.
-    pub kind: u32,
-}
-
-/// An entry's offset is its key: 1 and 2 for `.` and `..`, else a hash of
-/// its name. The same name has the same offset in every listing of the
-/// directory, so a reader continues "after this name" in any later listing
-/// and gets every entry that stayed exactly once however the directory
-/// changes meanwhile; and the kernel's cached listing, which a reader scans
-/// for its position, holds that position whenever the entry is still there.
-/// (Offsets that differ from listing to listing, as a generation tag would
-/// make them, are never found in a cache filled by another reader; where such
-/// a cache ends exactly on a page boundary the kernel then reports the end of
-/// the directory instead of asking again: entries were lost that way.)
-/// The kernel cannot append a stale reply to its cache: changes to a
-/// directory hold its lock exclusively, listings hold it shared.
-const KEY_BITS: u32 = 63;
-const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
-
-/// The key of a name: 3 and up (0 is the start, 1 and 2 are `.` and `..`).
-/// Two names with one key sort by name; a reader whose reply ended between
-/// them would miss the second (with 63 bits, practically never).
-fn name_key(name: &OsStr) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // Fixed keys: the same name gives the same key for the daemon's life.
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    (h.finish() & KEY_MASK).max(3)
-}
-
-/// One entry of a directory listing, with the offset that follows it.
-#[derive(Debug, Clone)]
-pub struct ListEntry {
     pub name: OsString,
     pub ino: u64,
     /// S_IFMT bits.
@@ -64,51 +29,48 @@ pub struct ListEntry {
     pub off: u64,
 }
 
+/// An entry's offset: 1 and 2 for `.` and `..`, else a hash of its name. The
+/// same name has the same offset in every listing of the directory, so a
+/// reader continues "after this name" in any later listing and gets every
+/// entry that stayed exactly once however the directory changes meanwhile;
+/// and the kernel's cached listing, which a reader scans for its position,
+/// holds that position whenever the entry is still there. (Offsets that
+/// differ from listing to listing, as a generation tag would make them, are
+/// never found in a cache filled by another reader; where such a cache ends
+/// exactly on a page boundary the kernel then reports the end of the
+/// directory instead of asking again: entries were lost that way.) Two names
+/// with one key sort by name; a reader whose reply ended between them would
+/// miss the second (with 63 bits, practically never).
+fn name_key(name: &OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same name gives the same key for the daemon's life.
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    // Positive as a file offset, and past 0 (the start), `.` and `..`.
+    (h.finish() >> 1).max(3)
+}
+
 /// A directory's merged listing at one generation.
 #[derive(Debug)]
 pub struct Listing {
     generation: u64,
-    entries: Vec<ListEntry>,
+    entries: Vec<DirEntry>,
 }
 
 impl Listing {
     /// All entries, `.` and `..` first.
-    pub fn entries(&self) -> &[ListEntry] {
+    pub fn entries(&self) -> &[DirEntry] {
         &self.entries
-    }
-
-    /// The entries a reader at `offset` (0, or an offset given out by any
-    /// listing of this directory) gets next.
-    pub fn after(&self, offset: u64) -> &[ListEntry] {
-        let i = self.entries.partition_point(|e| e.off <= offset);
-        &self.entries[i..]
     }
 }
 
 /// Per directory node: the generation, and the listing built at it.
+#[derive(Default)]
 pub struct ListingSlot {
     generation: u64,
     cached: Option<Arc<Listing>>,
     /// A listing was given out since the last change: the kernel may cache it.
     listed: bool,
-}
-
-static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
-
-impl ListingSlot {
-    pub fn new() -> ListingSlot {
-        ListingSlot {
-            generation: NEXT_GEN.fetch_add(1, Ordering::Relaxed),
-            cached: None,
-            listed: false,
-        }
-    }
-}
-
-impl Default for ListingSlot {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Node {
@@ -200,6 +162,7 @@ impl Overlay {
                         }
                     };
                     out.push(DirEntry {
+                        off: name_key(&name),
                         name: name.clone(),
                         ino,
                         kind,
@@ -237,6 +200,7 @@ impl Overlay {
                         ino
                     };
                     out.push(DirEntry {
+                        off: name_key(&name),
                         name: name.clone(),
                         ino,
                         kind,
@@ -291,11 +255,15 @@ impl Overlay {
         Ok(listing)
     }
 
-    /// A reader reached the end of `listing`: the kernel now caches it, so
-    /// ours is let go (memory follows the directories being read).
-    pub fn listing_read(&self, ino: u64, listing: &Listing) {
-        if let Ok(node) = self.node(ino)
-            && let Some(slot) = &node.listing
+    /// What a reader at `offset` (0, or an offset given out by any listing of
+    /// this directory) gets next: the listing and where in it to start. A
+    /// reader at the end lets our copy go (the kernel caches it now, and
+    /// memory follows the directories being read).
+    pub fn list_from(&self, ino: u64, offset: u64) -> Result<(Arc<Listing>, usize)> {
+        let listing = self.listing(ino)?;
+        let start = listing.entries.partition_point(|e| e.off <= offset);
+        if start == listing.entries.len()
+            && let Some(slot) = &self.node(ino)?.listing
         {
             let mut slot = slot.lock().unwrap();
             if slot
@@ -306,34 +274,20 @@ impl Overlay {
                 slot.cached = None;
             }
         }
+        Ok((listing, start))
     }
 
     fn build_listing(&self, node: &Arc<Node>, generation: u64) -> Result<Listing> {
         let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
-        let mut entries = Vec::new();
-        entries.push(ListEntry {
-            name: ".".into(),
-            ino: self.st_ino(node.ino),
+        let dots = [(".", node.ino, 1), ("..", parent, 2)].map(|(name, ino, off)| DirEntry {
+            name: name.into(),
+            ino: self.st_ino(ino),
             kind: libc::S_IFDIR,
-            off: 1,
+            off,
         });
-        entries.push(ListEntry {
-            name: "..".into(),
-            ino: self.st_ino(parent),
-            kind: libc::S_IFDIR,
-            off: 2,
-        });
-        let mut merged: Vec<ListEntry> = self
-            .merged_entries(node, true)?
-            .into_iter()
-            .map(|e| ListEntry {
-                off: name_key(&e.name),
-                name: e.name,
-                ino: e.ino,
-                kind: e.kind,
-            })
-            .collect();
+        let mut merged = self.merged_entries(node, true)?;
         merged.sort_unstable_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
+        let mut entries = dots.to_vec();
         entries.extend(merged);
         Ok(Listing {
             generation,

@@ -10,14 +10,11 @@ use crate::engine::Errno;
 
 impl OverlayFs {
     pub(super) fn list_plus(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let listing = match self.ovl.listing(ino.0) {
+        let (listing, start) = match self.ovl.list_from(ino.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(self.fail("readdirplus", e)),
         };
-        let rest = listing.after(offset);
-        if rest.is_empty() {
-            self.ovl.listing_read(ino.0, &listing);
-        }
+        let rest = &listing.entries()[start..];
         for (i, e) in rest.iter().enumerate() {
             let off = e.off;
             if e.name == "." || e.name == ".." {

@@ -534,13 +534,9 @@ impl Filesystem for OverlayFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.ovl.listing(ino.0) {
-            Ok(listing) => {
-                let rest = listing.after(offset);
-                if rest.is_empty() {
-                    self.ovl.listing_read(ino.0, &listing);
-                }
-                for e in rest {
+        match self.ovl.list_from(ino.0, offset) {
+            Ok((listing, start)) => {
+                for e in &listing.entries()[start..] {
                     if reply.add(INodeNo(e.ino), e.off, file_type(e.kind), &e.name) {
                         break;
                     }

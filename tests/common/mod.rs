@@ -113,6 +113,38 @@ pub fn set_xattr(p: &Path, name: &str, v: &[u8]) {
     );
 }
 
+/// `d/{l1,l2,u,w,m}`, created: two lowers, an upper, a workdir, a mount point.
+pub fn stack_dirs(d: &Path) -> [PathBuf; 5] {
+    ["l1", "l2", "u", "w", "m"].map(|n| {
+        let p = d.join(n);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    })
+}
+
+/// Files `(path, contents)` written below `root`, parent directories made.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, c).unwrap();
+    }
+}
+
+/// Whether strace is there for a test that injects faults with it; under
+/// CI its absence is a failure, elsewhere the test is skipped, loudly.
+pub fn require_strace(test: &str) -> bool {
+    if Command::new("strace").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{test}: strace is needed under CI"
+    );
+    eprintln!("SKIPPED: {test}: strace not installed");
+    false
+}
+
 pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path with NUL byte")
 }

@@ -9,7 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::tree::{SnapMode, Tree, snapshot};
-use super::{cstr, mount_kernel, set_xattr, unmount};
+use super::{cstr, mount_kernel, set_xattr, stack_dirs, unmount, write_files};
+
+/// The bottom layer of the tools' stacks: what they change, move, hide.
+pub const LOWER2: &[(&str, &str)] = &[
+    ("a/x", "x"),
+    ("a/deep/y", "y"),
+    ("opq/old", "old"),
+    ("opq/sub/s", "s"),
+    ("mv/m", "m"),
+    ("mv/inner/i", "i"),
+    ("meta/big", "metacopy data"),
+    ("gone", "g"),
+];
 
 pub fn set_times(p: &Path, sec: i64, nsec: i64) {
     let t = libc::timespec {
@@ -33,31 +45,8 @@ pub fn set_times(p: &Path, sec: i64, nsec: i64) {
 /// same name below it), hard links, xattrs, devices, long and odd names.
 /// Returns (lowers, upper, the overlay's merged view).
 pub fn changed_stack(d: &Path) -> (Vec<PathBuf>, PathBuf, Tree) {
-    let (l1, l2, u, w, m) = (
-        d.join("l1"),
-        d.join("l2"),
-        d.join("u"),
-        d.join("w"),
-        d.join("m"),
-    );
-    for p in [&l1, &l2, &u, &w, &m] {
-        fs::create_dir_all(p).unwrap();
-    }
-    for dir in ["a/deep", "opq/sub", "mv/inner", "meta"] {
-        fs::create_dir_all(l2.join(dir)).unwrap();
-    }
-    for (p, c) in [
-        ("a/x", "x"),
-        ("a/deep/y", "y"),
-        ("opq/old", "old"),
-        ("opq/sub/s", "s"),
-        ("mv/m", "m"),
-        ("mv/inner/i", "i"),
-        ("meta/big", "metacopy data"),
-        ("gone", "g"),
-    ] {
-        fs::write(l2.join(p), c).unwrap();
-    }
+    let [l1, l2, u, w, m] = stack_dirs(d);
+    write_files(&l2, LOWER2);
     fs::write(l1.join("top"), "t").unwrap();
     let lowers = vec![l1.clone(), l2.clone()];
     mount_kernel(
