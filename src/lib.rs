@@ -6,7 +6,9 @@
 
 pub mod daemon;
 pub mod engine;
+pub mod errno;
 pub mod format;
+pub mod fsutil;
 pub mod fuse;
 pub mod params;
 pub mod sys;

@@ -6,6 +6,7 @@
 //! a complete one. Parents are copied up first. The parent's times are
 //! restored afterwards, as the kernel does.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -202,7 +203,7 @@ impl Overlay {
         let dst = sys::openat(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         self.copy_metadata(c.src, st, work, tmp, dst.as_fd())?;
         match c.origin {
-            Some(v) => sys::setxattr(dst.as_fd(), &self.xattr.name("origin"), &v, 0),
+            Some(v) => sys::setxattr(dst.as_fd(), self.xattr.get(OvlXattr::Origin), &v, 0),
             None => Ok(()),
         }
     }
@@ -257,10 +258,10 @@ impl Overlay {
         let xsrc = readable.as_ref().map_or(src, |r| r.as_fd());
         self.copy_xattrs(xsrc, out)?;
         if how == CopyUp::Meta {
-            sys::setxattr(out, &self.xattr.name("metacopy"), meta_value, 0)?;
+            sys::setxattr(out, self.xattr.get(OvlXattr::Metacopy), meta_value, 0)?;
         }
         if let Some(v) = origin {
-            sys::setxattr(out, &self.xattr.name("origin"), &v, 0)?;
+            sys::setxattr(out, self.xattr.get(OvlXattr::Origin), &v, 0)?;
         }
         sys::futimens(
             out,

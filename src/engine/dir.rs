@@ -5,6 +5,7 @@
 //! whiteout is left; an object created over a whiteout replaces it atomically
 //! (built in the workdir and exchanged), and a directory made there is opaque.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, MutexGuard};
@@ -173,7 +174,7 @@ impl Overlay {
         // entry whose inode number is not its own.
         if let NewObject::Link { source } = &what
             && let Some(up) = source.upper()?
-            && sys::getxattr(up.as_fd(), &self.xattr.name("origin")).is_ok()
+            && sys::getxattr(up.as_fd(), self.xattr.get(OvlXattr::Origin)).is_ok()
         {
             self.set_impure(&parent, pfd.as_fd())?;
         }
@@ -202,7 +203,7 @@ impl Overlay {
             let swapped = (|| {
                 if (r.upper_whiteout || opaque_mkdir) && matches!(what, NewObject::Dir) {
                     let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-                    sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0)?;
+                    sys::setxattr(fd.as_fd(), self.xattr.get(OvlXattr::Opaque), b"y", 0)?;
                 }
                 sys::renameat2(work.as_fd(), &tmp, pfd.as_fd(), name, flags)
             })();
@@ -220,7 +221,7 @@ impl Overlay {
                 && let Ok(fd) = sys::openat(pfd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
             {
                 // Only an optimization (nothing lies below), so failure is fine.
-                let _ = sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0);
+                let _ = sys::setxattr(fd.as_fd(), self.xattr.get(OvlXattr::Opaque), b"y", 0);
             }
             file
         };
@@ -249,11 +250,11 @@ impl Overlay {
         let up = source.upper()?.ok_or(Errno::EIO)?;
         let (parent, name) = source.parent_and_name();
         let parent = parent.ok_or(Errno::EIO)?;
-        match self.redirect_for(self.read_redirect(up.as_fd()), &parent, &name, false) {
+        match self.redirect_for(self.read_redirect(up.as_fd())?, &parent, &name, false) {
             Ok(Some(v)) => sys::setxattr(
                 up.as_fd(),
-                &self.xattr.name("redirect"),
-                v.as_encoded_bytes(),
+                self.xattr.get(OvlXattr::Redirect),
+                &v.encode(),
                 0,
             ),
             Ok(None) => Ok(()),
@@ -450,7 +451,7 @@ impl Overlay {
 
     pub(super) fn set_opaque(&self, dir: &Node) -> Result<()> {
         let up = dir.upper()?.ok_or(Errno::EIO)?;
-        sys::setxattr(up.as_fd(), &self.xattr.opaque(), b"y", 0)?;
+        sys::setxattr(up.as_fd(), self.xattr.get(OvlXattr::Opaque), b"y", 0)?;
         dir.state.write().unwrap().opaque = true;
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! and `W/index`'s `upper` ties the index to the upper; entries are checked
 //! and stale or orphaned ones removed, as the kernel's ovl_indexdir_cleanup.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -82,9 +83,9 @@ impl Overlay {
         }
         // The upper belongs to this stack: its root's origin is the first lower root.
         let root_fh = self.origin_value(0, self.lowers[0].root.as_fd());
-        let origin = self.xattr.name("origin");
+        let origin = self.xattr.get(OvlXattr::Origin);
         let uroot = upper.root.as_fd();
-        match sys::getxattr(uroot, &origin) {
+        match sys::getxattr(uroot, origin) {
             Ok(v) if v == root_fh => {}
             Ok(_) => {
                 return Err(SetupError::IndexMismatch(
@@ -93,7 +94,7 @@ impl Overlay {
                  changed since index=on was used): mount with index=off, or start a new upper and workdir",
                 ));
             }
-            Err(e) if e == Errno::ENODATA => sys::setxattr(uroot, &origin, &root_fh, 0).map_err(
+            Err(e) if e == Errno::ENODATA => sys::setxattr(uroot, origin, &root_fh, 0).map_err(
                 setup_err(upper.path.clone(), "cannot record the upper root's origin"),
             )?,
             Err(e) => {
@@ -127,16 +128,16 @@ impl Overlay {
             "it belongs to another upper directory: remove it or mount with index=off",
         );
         // Older kernels kept the same handle in `origin`.
-        if let Ok(v) = sys::getxattr(dir.as_fd(), &origin)
+        if let Ok(v) = sys::getxattr(dir.as_fd(), origin)
             && v != upper_fh
         {
             return Err(mismatch);
         }
-        match sys::getxattr(dir.as_fd(), &self.xattr.name("upper")) {
+        match sys::getxattr(dir.as_fd(), self.xattr.get(OvlXattr::Upper)) {
             Ok(v) if v == upper_fh => {}
             Ok(_) => return Err(mismatch),
             Err(e) if e == Errno::ENODATA => {
-                sys::setxattr(dir.as_fd(), &self.xattr.name("upper"), &upper_fh, 0)
+                sys::setxattr(dir.as_fd(), self.xattr.get(OvlXattr::Upper), &upper_fh, 0)
                     .map_err(setup_err(path.clone(), "cannot set the upper xattr"))?
             }
             Err(e) => return Err(setup_err(path, "cannot read the upper xattr")(e)),
@@ -205,7 +206,7 @@ impl Overlay {
         }
         let fd = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
             .map_err(|_| "cannot open")?;
-        let origin = match sys::getxattr(fd.as_fd(), &self.xattr.name("origin")) {
+        let origin = match sys::getxattr(fd.as_fd(), self.xattr.get(OvlXattr::Origin)) {
             Ok(v) => v,
             Err(_) => return Err("index entry has no origin xattr"),
         };
@@ -249,7 +250,7 @@ impl Overlay {
         if lower.is_some_and(|l| l.st_nlink == 1) {
             return None;
         }
-        let v = sys::getxattr(upper, &self.xattr.name("nlink")).ok()?;
+        let v = sys::getxattr(upper, self.xattr.get(OvlXattr::Nlink)).ok()?;
         let (base, diff) = parse_nlink(&v)?;
         let real = match base {
             NlinkBase::Upper => upper_st.st_nlink,
@@ -270,7 +271,7 @@ impl Overlay {
                 let ust = sys::fstat(up.as_fd())?;
                 let lower = match lower {
                     Some(l) => Some(l),
-                    None => sys::getxattr(up.as_fd(), &self.xattr.name("origin"))
+                    None => sys::getxattr(up.as_fd(), self.xattr.get(OvlXattr::Origin))
                         .ok()
                         .and_then(|v| self.decode_origin_stat(&v, node.kind)),
                 };
@@ -292,7 +293,7 @@ impl Overlay {
     ) -> Result<()> {
         let c = if base == NlinkBase::Upper { 'U' } else { 'L' };
         let v = format!("{c}{:+}", union as i64 - real as i64);
-        sys::setxattr(upper, &self.xattr.name("nlink"), v.as_bytes(), 0)
+        sys::setxattr(upper, self.xattr.get(OvlXattr::Nlink), v.as_bytes(), 0)
     }
 
     /// Whether `node` goes through the index: a lower non-directory with

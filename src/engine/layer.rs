@@ -315,7 +315,7 @@ fn prepare_workdir(workdir: &Layer, cfg: &Config) -> Result<OwnedFd, SetupError>
 /// The upper must take the overlay's xattrs, or opaque directories cannot be written.
 fn probe_xattrs(workdir: &Layer, cfg: &Config) -> Result<(), SetupError> {
     let names = XattrNames::new(cfg.userxattr);
-    let probe = names.name("ovlfs-probe");
+    let probe = names.probe();
     let fd = workdir.root.as_fd();
     match sys::setxattr(fd, &probe, b"y", 0) {
         Ok(()) => {

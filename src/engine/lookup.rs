@@ -6,17 +6,18 @@
 //! `.wh.NAME` hides NAME in the layers below, `.wh..wh..opq` makes its
 //! directory opaque.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use super::layer::Setup;
 use super::metacopy::DataSearch;
 use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO, RealRef};
 use super::{Errno, Overlay, Result};
+use crate::format::redirect::{Redirect, check_component};
 use crate::format::whiteout::{self, WH_OPAQUE, WH_PREFIX};
 use crate::format::xattr::XattrNames;
 use crate::params::RedirectDir;
@@ -40,7 +41,7 @@ pub struct Resolved {
     /// The lower object an upper non-directory was copied from (its origin).
     pub origin: Option<Key>,
     /// The upper directory's redirect (where its lower directories are).
-    pub redirect: Option<OsString>,
+    pub redirect: Option<Redirect>,
     /// A lower directory's redirect was followed.
     pub followed_redirect: bool,
     /// The top object is a metacopy file; its data is `data` (None: missing).
@@ -70,26 +71,13 @@ pub(super) enum Below {
 impl Below {
     /// Where a redirect leads: a relative one replaces the last component, an
     /// absolute one starts again from the layer roots.
-    pub(super) fn redirected(self, v: &OsStr) -> Below {
-        let b = v.as_bytes();
-        if b.first() == Some(&b'/') {
-            let comps: Vec<OsString> = b
-                .split(|c| *c == b'/')
-                .filter(|c| !c.is_empty())
-                .map(|c| OsString::from_vec(c.to_vec()))
-                .collect();
-            if comps.is_empty() {
-                self
-            } else {
+    pub(super) fn redirected(self, v: &Redirect) -> Below {
+        match (v, self) {
+            (Redirect::Absolute(comps), _) => Below::Path(comps.clone()),
+            (Redirect::Relative(n), Below::Name(_)) => Below::Name(n.clone()),
+            (Redirect::Relative(n), Below::Path(mut comps)) => {
+                *comps.last_mut().expect("paths are never empty") = n.clone();
                 Below::Path(comps)
-            }
-        } else {
-            match self {
-                Below::Name(_) => Below::Name(v.to_os_string()),
-                Below::Path(mut comps) => {
-                    *comps.last_mut().expect("paths are never empty") = v.to_os_string();
-                    Below::Path(comps)
-                }
             }
         }
     }
@@ -110,19 +98,32 @@ impl LayerDir {
     }
 }
 
-/// Walk directories from `root` without following symlinks.
-pub(super) fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Option<OwnedFd> {
-    let mut cur = sys::openat(root, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+/// Walk directories from a layer's `root` without following symlinks or
+/// leaving it: a component the kernel's lookup refuses (`..`, `.`, empty)
+/// is EACCES, as there. `None`: some component is missing or not a directory.
+pub(super) fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Result<Option<OwnedFd>> {
+    let mut cur = sys::openat(root, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
     for c in comps {
-        cur = sys::openat(
+        check_component(c)?;
+        cur = match sys::openat(
             cur.as_fd(),
             c,
             libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
             0,
-        )
-        .ok()?;
+        ) {
+            Ok(fd) => fd,
+            Err(e) if not_there(e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
     }
-    Some(cur)
+    Ok(Some(cur))
+}
+
+/// Errors of a lookup in a layer that mean "nothing here" (a name too long
+/// for the layer is not found, as in the kernel; a symlink or file on the way
+/// ends the walk).
+fn not_there(e: Errno) -> bool {
+    e == Errno::ENOENT || e == Errno::ENAMETOOLONG || e == Errno::ENOTDIR || e == Errno::ELOOP
 }
 
 impl Resolved {
@@ -198,6 +199,7 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd> {
 /// much cheaper than through /proc for an O_PATH fd); anything else O_PATH
 /// (opening a device or fifo could have effects).
 pub(super) fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd, Stat)>> {
+    check_component(name)?;
     match open_path(dir, name) {
         Ok(fd) => {
             let st = sys::fstat(fd.as_fd())?;
@@ -213,7 +215,7 @@ pub(super) fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(OwnedFd
             }
             Ok(Some((fd, st)))
         }
-        Err(e) if e == Errno::ENOENT => Ok(None),
+        Err(e) if e == Errno::ENOENT || e == Errno::ENAMETOOLONG => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -229,7 +231,7 @@ fn wh_name(name: &OsStr) -> std::ffi::OsString {
 /// Whether a directory is opaque: the xattr mark, or (in lower layers) the
 /// `.wh..wh..opq` marker inside it.
 pub(super) fn dir_is_opaque(x: &XattrNames, fd: BorrowedFd<'_>, lower: bool) -> bool {
-    if let Ok(v) = sys::getxattr(fd, &x.opaque())
+    if let Ok(v) = sys::getxattr(fd, x.get(OvlXattr::Opaque))
         && whiteout::is_opaque_value(&v)
     {
         return true;
@@ -269,7 +271,7 @@ impl Overlay {
             if is_dir(st) || st.st_nlink < 2 {
                 return Ok(());
             }
-            let Ok(v) = sys::getxattr(fd.as_fd(), &self.xattr.name("origin")) else {
+            let Ok(v) = sys::getxattr(fd.as_fd(), self.xattr.get(OvlXattr::Origin)) else {
                 return Ok(());
             };
             let iname = super::index::hex_name(&v);
@@ -345,7 +347,12 @@ impl Overlay {
                 if is_dir(&st) {
                     r.opaque = dir_is_opaque(&self.xattr, fd.as_fd(), false);
                     descend = !r.opaque;
-                    if descend && let Some(v) = self.read_redirect(fd.as_fd()) {
+                    // Not followed anywhere, the kernel does not even read it.
+                    let follows = self.cfg.redirect_dir != RedirectDir::NoFollow;
+                    if descend
+                        && (follows || !plowers.is_empty())
+                        && let Some(v) = self.read_redirect(fd.as_fd())?
+                    {
                         below = below.redirected(&v);
                         r.redirect = Some(v);
                     }
@@ -359,12 +366,18 @@ impl Overlay {
             && !is_dir(st)
         {
             r.origin = self.decode_origin(fd.as_fd(), st);
-            if self.is_metacopy_file(fd.as_fd(), st)? {
-                r.metacopy = true;
-                if let Some(v) = self.read_redirect(fd.as_fd()) {
+            if self.has_metacopy_mark(fd.as_fd(), st)? {
+                // As the kernel: a bad redirect (EINVAL) before the refusal of
+                // metacopy files without metacopy=on (EPERM).
+                let follows = self.cfg.redirect_dir != RedirectDir::NoFollow;
+                if (follows || !plowers.is_empty())
+                    && let Some(v) = self.read_redirect(fd.as_fd())?
+                {
                     below = below.redirected(&v);
                     r.redirect = Some(v);
                 }
+                self.require_metacopy()?;
+                r.metacopy = true;
                 r.data = match self.find_data(&plowers, below.clone(), 0)? {
                     DataSearch::Found(l, fd, st) => Some((l, fd, st)),
                     DataSearch::Missing => None,
@@ -382,13 +395,6 @@ impl Overlay {
         }
         self.resolve_below(parent, &plowers, below, &mut r)?;
         if r.redirect.is_some() || r.followed_redirect {
-            if self.cfg.redirect_dir == RedirectDir::NoFollow && !r.lowers.is_empty() {
-                tracing::warn!(
-                    ?name,
-                    "refusing to follow a redirect (redirect_dir=nofollow)"
-                );
-                return Err(Errno::EPERM);
-            }
             // Whiteouts go where the name itself lies below, not the redirect target.
             r.lower_positive = self.lower_positive(&plowers, name);
         }
@@ -404,12 +410,14 @@ impl Overlay {
         r: &mut Resolved,
     ) -> Result<()> {
         for (layer, l) in self.lowers.iter().enumerate() {
+            // The upper's redirect is refused before a lower layer is searched.
+            self.refuse_redirect(r.redirect.is_some())?;
             let (dir, leaf) = match &below {
                 Below::Name(n) => match plowers.iter().find(|e| e.layer == layer) {
                     Some(e) => (LayerDir::Held(e.fd()?), n.clone()),
                     None => continue,
                 },
-                Below::Path(comps) => match walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1]) {
+                Below::Path(comps) => match walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1])? {
                     Some(fd) => (LayerDir::Walked(fd), comps[comps.len() - 1].clone()),
                     None => continue,
                 },
@@ -437,16 +445,22 @@ impl Overlay {
                         break;
                     }
                     let fd = fd.ok_or(Errno::EIO)?;
+                    let opaque = dir_is_opaque(&self.xattr, fd.as_fd(), true);
+                    // A lower layer's own redirect leads the layers below it.
+                    // The last layer's redirects lead nowhere: not read.
+                    let bottom = self.last_layer(layer, plowers);
+                    if !opaque
+                        && !bottom
+                        && let Some(v) = self.read_redirect(fd.as_fd())?
+                    {
+                        self.refuse_redirect(true)?;
+                        below = below.redirected(&v);
+                        r.followed_redirect = true;
+                    }
                     if r.lowers.is_empty()
                         && let Some((ufd, _)) = &r.upper
                     {
                         self.fix_origin(parent, ufd.as_fd(), layer, fd.as_fd());
-                    }
-                    let opaque = dir_is_opaque(&self.xattr, fd.as_fd(), true);
-                    // A lower layer's own redirect leads the layers below it.
-                    if !opaque && let Some(v) = self.read_redirect(fd.as_fd()) {
-                        below = below.redirected(&v);
-                        r.followed_redirect = true;
                     }
                     r.lowers.push((layer, Some(fd), st));
                     r.lower_dirs.push(by_name.clone());
@@ -456,17 +470,20 @@ impl Overlay {
                 } else {
                     if r.upper.is_none() && r.lowers.is_empty() {
                         // A lower metacopy file: metadata here, data further down.
-                        if self.is_metacopy_lower(dir, &leaf, &st)? {
+                        if self.has_metacopy_mark_at(dir, &leaf, &st)? {
                             r.metacopy = true;
+                            // Below the bottom layer only data-only layers remain.
+                            let bottom = layer + 1 == self.lowers.len();
                             let redirect = match &fd {
-                                Some(fd) => self.read_redirect(fd.as_fd()),
-                                None => probe(dir, &leaf)?
-                                    .and_then(|(fd, _)| self.read_redirect(fd.as_fd())),
+                                _ if bottom && self.data_layers.is_empty() => None,
+                                Some(fd) => self.read_redirect(fd.as_fd())?,
+                                None => Redirect::read_at(&self.xattr, dir, &leaf)?,
                             };
                             let next = match redirect {
                                 Some(v) => below.clone().redirected(&v),
                                 None => below.clone(),
                             };
+                            self.require_metacopy()?;
                             r.data = match self.find_data(plowers, next, layer + 1)? {
                                 DataSearch::Found(l, fd, st) => Some((l, fd, st)),
                                 DataSearch::Missing => None,
@@ -493,9 +510,10 @@ impl Overlay {
         dir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> Result<Option<(Option<OwnedFd>, Stat)>> {
+        check_component(name)?;
         let st = match sys::fstatat(dir, name) {
             Ok(st) => st,
-            Err(e) if e == Errno::ENOENT => return Ok(None),
+            Err(e) if e == Errno::ENOENT || e == Errno::ENAMETOOLONG => return Ok(None),
             Err(e) => return Err(e),
         };
         if is_dir(&st) || (self.index.is_some() && st.st_nlink > 1) {
@@ -504,15 +522,29 @@ impl Overlay {
         Ok(Some((None, st)))
     }
 
-    /// The redirect of a directory, if it has a valid one.
-    pub(super) fn read_redirect(&self, dir: BorrowedFd<'_>) -> Option<OsString> {
-        let v = sys::getxattr(dir, &self.xattr.name("redirect")).ok()?;
-        let valid = !v.is_empty() && (v[0] == b'/' || !v.contains(&b'/'));
-        if !valid {
-            tracing::warn!(value = ?String::from_utf8_lossy(&v), "invalid redirect ignored");
-            return None;
+    /// Whether the kernel searches no layer below `layer` for a directory:
+    /// the bottom layer, or without following redirects, the parent's last.
+    fn last_layer(&self, layer: usize, plowers: &[LowerEntry]) -> bool {
+        match self.cfg.redirect_dir {
+            RedirectDir::NoFollow => plowers.last().is_none_or(|e| e.layer == layer),
+            _ => layer + 1 == self.lowers.len(),
         }
-        Some(OsString::from_vec(v))
+    }
+
+    /// With redirect_dir=nofollow a redirect met on the way down fails the
+    /// lookup (EPERM), as in the kernel.
+    fn refuse_redirect(&self, met: bool) -> Result<()> {
+        if met && self.cfg.redirect_dir == RedirectDir::NoFollow {
+            tracing::warn!("refusing to follow a redirect (redirect_dir=nofollow)");
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// The redirect of a directory or metacopy file; an invalid one fails
+    /// the lookup (EINVAL), as in the kernel.
+    pub(super) fn read_redirect(&self, fd: BorrowedFd<'_>) -> Result<Option<Redirect>> {
+        Redirect::read(&self.xattr, fd)
     }
 
     /// Whether any lower directory merged into the parent has `name` (not whited out).

@@ -9,6 +9,7 @@
 //! is copied in place on the first open for write or truncate, then the
 //! xattr is removed.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use super::lookup::{Below, LayerDir, probe, walk_dirs};
 use super::node::{LowerEntry, Node};
 use super::{Errno, Overlay, Result};
-use crate::format::whiteout;
+use crate::format::{metacopy, whiteout};
 use crate::params::Verity;
 use crate::sys::{self, Stat};
 
@@ -32,15 +33,25 @@ impl Overlay {
     /// Whether a regular file carries the metacopy mark. Meeting one without
     /// `metacopy=on` is refused, as the kernel does (EPERM).
     pub(super) fn is_metacopy_file(&self, fd: BorrowedFd<'_>, st: &Stat) -> Result<bool> {
+        let marked = self.has_metacopy_mark(fd, st)?;
+        if marked {
+            self.require_metacopy()?;
+        }
+        Ok(marked)
+    }
+
+    /// The mark alone (a bad size: EIO), for lookups that check a redirect
+    /// before refusing metacopy files, as the kernel.
+    pub(super) fn has_metacopy_mark(&self, fd: BorrowedFd<'_>, st: &Stat) -> Result<bool> {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(false);
         }
-        self.metacopy_verdict(sys::getxattr(fd, &self.xattr.name("metacopy")))
+        metacopy::read(&self.xattr, fd)
     }
 
-    /// The same for a lower layer's `dir/name` (read by name: the lower
-    /// layers do not change under a mount).
-    pub(super) fn is_metacopy_lower(
+    /// [`Self::has_metacopy_mark`] for a lower layer's `dir/name` (read by
+    /// name: the lower layers do not change under a mount).
+    pub(super) fn has_metacopy_mark_at(
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
@@ -49,22 +60,15 @@ impl Overlay {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(false);
         }
-        self.metacopy_verdict(sys::getxattr_at(dir, name, &self.xattr.name("metacopy")))
+        metacopy::read_at(&self.xattr, dir, name)
     }
 
-    fn metacopy_verdict(&self, value: Result<Vec<u8>>) -> Result<bool> {
-        match value {
-            Ok(v) if (1..4).contains(&v.len()) => {
-                tracing::warn!("metacopy file has too small xattr");
-                Err(Errno::EIO)
-            }
-            Ok(_) if !self.cfg.metacopy => {
-                tracing::warn!("refusing to follow metacopy origin (mount without metacopy=on)");
-                Err(Errno::EPERM)
-            }
-            Ok(_) => Ok(true),
-            Err(_) => Ok(false),
+    pub(super) fn require_metacopy(&self) -> Result<()> {
+        if !self.cfg.metacopy {
+            tracing::warn!("refusing to follow metacopy origin (mount without metacopy=on)");
+            return Err(Errno::EPERM);
         }
+        Ok(())
     }
 
     /// The `metacopy` value for a copy-up whose data stays in `data`: empty,
@@ -76,11 +80,7 @@ impl Overlay {
             return Some(Vec::new());
         }
         match data.map(sys::measure_verity) {
-            Some(Ok((algo, digest))) => {
-                let mut v = vec![0, (4 + digest.len()) as u8, 0, algo];
-                v.extend_from_slice(&digest);
-                Some(v)
-            }
+            Some(Ok((algo, digest))) => Some(metacopy::encode(algo, &digest)),
             _ if self.cfg.verity == Verity::Require => None,
             _ => Some(Vec::new()),
         }
@@ -93,18 +93,18 @@ impl Overlay {
         if self.cfg.verity == Verity::Off || !node.is_metacopy() {
             return Ok(());
         }
-        let meta =
-            sys::getxattr(node.top_fd()?.as_fd(), &self.xattr.name("metacopy")).unwrap_or_default();
-        if meta.len() <= 4 || meta[3] == 0 {
+        let meta = sys::getxattr(node.top_fd()?.as_fd(), self.xattr.get(OvlXattr::Metacopy))
+            .unwrap_or_default();
+        let Some((want_algo, want)) = metacopy::digest(&meta)? else {
             if self.cfg.verity == Verity::Require {
                 tracing::warn!("metacopy file has no digest (verity=require)");
                 return Err(Errno::EIO);
             }
             return Ok(());
-        }
+        };
         let data = node.data_fd()?.ok_or(Errno::EIO)?;
         match sys::measure_verity(data.as_fd()) {
-            Ok((algo, digest)) if algo == meta[3] && digest == meta[4..] => Ok(()),
+            Ok((algo, digest)) if algo == want_algo && digest == want => Ok(()),
             Ok(_) => {
                 tracing::warn!("lower file has the wrong fs-verity digest");
                 Err(Errno::EIO)
@@ -125,7 +125,7 @@ impl Overlay {
         start: usize,
     ) -> Result<DataSearch> {
         for layer in start..self.lowers.len() {
-            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &below) else {
+            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &below)? else {
                 continue;
             };
             let Some((fd, st)) = probe(dir.as_fd(), &leaf)? else {
@@ -137,7 +137,7 @@ impl Overlay {
             if !self.is_metacopy_file(fd.as_fd(), &st)? {
                 return Ok(DataSearch::Found(layer, fd, st));
             }
-            if let Some(v) = self.read_redirect(fd.as_fd()) {
+            if let Some(v) = self.read_redirect(fd.as_fd())? {
                 below = below.redirected(&v);
             }
         }
@@ -146,7 +146,7 @@ impl Overlay {
             && !self.data_layers.is_empty()
         {
             for (i, l) in self.data_layers.iter().enumerate() {
-                let Some(dir) = walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1]) else {
+                let Some(dir) = walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1])? else {
                     continue;
                 };
                 if let Some((fd, st)) = probe(dir.as_fd(), &comps[comps.len() - 1])?
@@ -167,18 +167,18 @@ impl Overlay {
         layer: usize,
         plowers: &[LowerEntry],
         below: &Below,
-    ) -> Option<(LayerDir, std::ffi::OsString)> {
-        match below {
+    ) -> Result<Option<(LayerDir, std::ffi::OsString)>> {
+        Ok(match below {
             Below::Name(n) => plowers
                 .iter()
                 .find(|e| e.layer == layer)
                 .and_then(|e| e.fd().ok())
                 .map(|fd| (LayerDir::Held(fd), n.clone())),
             Below::Path(comps) => {
-                walk_dirs(self.lowers[layer].root.as_fd(), &comps[..comps.len() - 1])
+                walk_dirs(self.lowers[layer].root.as_fd(), &comps[..comps.len() - 1])?
                     .map(|fd| (LayerDir::Walked(fd), comps[comps.len() - 1].clone()))
             }
-        }
+        })
     }
 
     /// Bring a metacopy upper file's data up, in place, then drop the mark. An
@@ -199,7 +199,7 @@ impl Overlay {
         if self.fsync_data() {
             sys::fsync(out.as_fd(), false)?;
         }
-        sys::removexattr(upper.as_fd(), &self.xattr.name("metacopy"))?;
+        sys::removexattr(upper.as_fd(), self.xattr.get(OvlXattr::Metacopy))?;
         {
             let mut st = node.state.write().unwrap();
             st.metacopy = false;

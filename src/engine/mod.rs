@@ -7,7 +7,6 @@
 
 mod copy_up;
 mod dir;
-mod errno;
 mod file;
 mod index;
 mod inode;
@@ -24,7 +23,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-pub use errno::{Errno, Result};
+pub use crate::errno::{Errno, Result};
+pub use crate::fsutil::remove_tree;
 pub use file::{FileTable, OpenFile};
 pub(crate) use index::{NlinkBase, parse_nlink};
 pub use inode::{Attr, SetAttr, Timestamp};
@@ -260,23 +260,3 @@ impl Overlay {
 
 /// Node counts from which a drop to half returns freed memory to the system.
 const TRIM_AFTER_NODES: usize = 10_000;
-
-/// Remove `dir/name` and everything below it, without following symlinks.
-pub(crate) fn remove_tree(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Result<()> {
-    match sys::unlinkat(dir, name, false) {
-        Ok(()) => return Ok(()),
-        Err(e) if e == Errno::EISDIR || e == Errno::EPERM => {}
-        Err(e) if e == Errno::ENOENT => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    let sub = sys::openat(
-        dir,
-        name,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )?;
-    for ent in sys::read_dir(sub.as_fd())? {
-        remove_tree(sub.as_fd(), &ent.name)?;
-    }
-    sys::unlinkat(dir, name, true)
-}

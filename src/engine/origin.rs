@@ -7,6 +7,7 @@
 //! parent gets `impure`. Lookup decodes the origin of upper non-directories
 //! by file handle to give them the lower object's inode number.
 
+use crate::format::xattr::OvlXattr;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::layer::Layer;
@@ -36,7 +37,7 @@ pub(super) fn settle_uuid(
         };
     };
     let root = upper.root.as_fd();
-    let name = xattr.name("uuid");
+    let name = xattr.get(OvlXattr::Uuid);
     match mode {
         UuidMode::Off if lowers.iter().any(|l| l.dev != upper.dev) => {
             tracing::warn!(
@@ -46,10 +47,10 @@ pub(super) fn settle_uuid(
         }
         UuidMode::Off | UuidMode::Null => mode,
         UuidMode::On | UuidMode::Auto => {
-            if sys::getxattr(root, &name).is_ok_and(|v| v.len() == 16) {
+            if sys::getxattr(root, name).is_ok_and(|v| v.len() == 16) {
                 return UuidMode::On;
             }
-            if mode == UuidMode::Auto && sys::getxattr(root, &xattr.name("impure")).is_ok() {
+            if mode == UuidMode::Auto && sys::getxattr(root, xattr.get(OvlXattr::Impure)).is_ok() {
                 return UuidMode::Null;
             }
             if !writable {
@@ -60,7 +61,7 @@ pub(super) fn settle_uuid(
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id));
             match random
                 .map_err(Errno::from)
-                .and_then(|()| sys::setxattr(root, &name, &id, 0))
+                .and_then(|()| sys::setxattr(root, name, &id, 0))
             {
                 Ok(()) => UuidMode::On,
                 Err(e) => {
@@ -99,9 +100,9 @@ impl Overlay {
         if dir.state.read().unwrap().impure {
             return Ok(());
         }
-        let name = self.xattr.name("impure");
-        if sys::getxattr(upper, &name).is_err() {
-            sys::setxattr(upper, &name, b"y", 0)?;
+        let name = self.xattr.get(OvlXattr::Impure);
+        if sys::getxattr(upper, name).is_err() {
+            sys::setxattr(upper, name, b"y", 0)?;
         }
         dir.state.write().unwrap().impure = true;
         Ok(())
@@ -111,7 +112,7 @@ impl Overlay {
     /// its identity (st_dev, st_ino), if the origin decodes in one of the lower
     /// layers and is of the same type.
     pub(super) fn decode_origin(&self, upper: BorrowedFd<'_>, upper_st: &Stat) -> Option<Key> {
-        let value = sys::getxattr(upper, &self.xattr.name("origin")).ok()?;
+        let value = sys::getxattr(upper, self.xattr.get(OvlXattr::Origin)).ok()?;
         self.decode_origin_value(&value, upper_st.st_mode & libc::S_IFMT)
     }
 
@@ -152,12 +153,12 @@ impl Overlay {
         if self.read_only() {
             return;
         }
-        let name = self.xattr.name("origin");
-        if sys::getxattr(upper, &name).is_ok() {
+        let name = self.xattr.get(OvlXattr::Origin);
+        if sys::getxattr(upper, name).is_ok() {
             return;
         }
         let value = self.origin_value(layer, lower);
-        if let Err(e) = sys::setxattr(upper, &name, &value, 0) {
+        if let Err(e) = sys::setxattr(upper, name, &value, 0) {
             tracing::debug!(%e, "cannot record the origin of a merged directory");
             return;
         }

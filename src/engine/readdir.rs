@@ -7,6 +7,7 @@
 //! offsets stay meaningful across changes (see `name_key`), so readers need
 //! no handle of their own.
 
+use crate::format::xattr::OvlXattr;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -144,7 +145,8 @@ impl Overlay {
         let mut upper_dirs: HashMap<OsString, usize> = HashMap::new();
         if let Some(u) = &upper {
             let dev = self.upper.as_ref().map_or(0, |l| l.dev);
-            let impure = with_ino && sys::getxattr(u.as_fd(), &self.xattr.name("impure")).is_ok();
+            let impure =
+                with_ino && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure)).is_ok();
             for (name, ino, kind, wh) in read_layer_dir(u.as_fd())? {
                 if !wh {
                     let key = Key::new(dev, ino);
@@ -214,12 +216,12 @@ impl Overlay {
     }
 
     fn entry_origin(&self, dir: BorrowedFd<'_>, name: &OsStr, kind: u32) -> Option<Key> {
-        let v = sys::getxattr_at(dir, name, &self.xattr.name("origin")).ok()?;
+        let v = sys::getxattr_at(dir, name, self.xattr.get(OvlXattr::Origin)).ok()?;
         self.decode_origin_value(&v, kind)
     }
 
     fn entry_is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        sys::getxattr_at(dir, name, &self.xattr.opaque())
+        sys::getxattr_at(dir, name, self.xattr.get(OvlXattr::Opaque))
             .is_ok_and(|v| whiteout::is_opaque_value(&v))
     }
 

@@ -9,9 +9,10 @@
 //! marked opaque first. Directories that come from a lower layer cannot move
 //! without redirect_dir: EXDEV, as the kernel says.
 
+use crate::format::redirect::Redirect;
+use crate::format::xattr::OvlXattr;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use super::dir::lock_pair;
@@ -21,9 +22,6 @@ use super::remove_tree;
 use super::{Errno, Overlay, Result};
 use crate::params::RedirectDir;
 use crate::sys;
-
-/// The kernel's redirect_max: longer absolute redirects make the rename EXDEV.
-const REDIRECT_MAX: usize = 256;
 
 /// One side of a rename, resolved and checked.
 struct Side {
@@ -84,7 +82,7 @@ impl Overlay {
         // inode number is not its own: mark it impure first.
         let has_origin = |r: &Resolved| {
             r.upper.as_ref().is_some_and(|(fd, _)| {
-                sys::getxattr(fd.as_fd(), &self.xattr.name("origin")).is_ok()
+                sys::getxattr(fd.as_fd(), self.xattr.get(OvlXattr::Origin)).is_ok()
             })
         };
         if has_origin(&src.r) {
@@ -262,8 +260,8 @@ impl Overlay {
         let up = dir.upper()?.ok_or(Errno::EIO)?;
         sys::setxattr(
             up.as_fd(),
-            &self.xattr.name("redirect"),
-            value.as_bytes(),
+            self.xattr.get(OvlXattr::Redirect),
+            &value.encode(),
             0,
         )
         .map_err(|_| Errno::EXDEV)
@@ -288,7 +286,12 @@ impl Overlay {
         match self.redirect_for(r.redirect.clone(), from, name, samedir && !linked) {
             Ok(Some(v)) => {
                 let up = file.upper()?.ok_or(Errno::EIO)?;
-                sys::setxattr(up.as_fd(), &self.xattr.name("redirect"), v.as_bytes(), 0)
+                sys::setxattr(
+                    up.as_fd(),
+                    self.xattr.get(OvlXattr::Redirect),
+                    &v.encode(),
+                    0,
+                )
             }
             Ok(None) => Ok(()),
             Err(e) if e == Errno::EXDEV => self.copy_up_data(file),
@@ -302,49 +305,45 @@ impl Overlay {
     /// old place through the ancestors' redirects. Too long for the kernel: EXDEV.
     pub(super) fn redirect_for(
         &self,
-        own: Option<OsString>,
+        own: Option<Redirect>,
         from: &Arc<Node>,
         name: &OsStr,
         samedir: bool,
-    ) -> Result<Option<OsString>> {
-        match &own {
-            Some(v) if v.as_bytes().starts_with(b"/") => return Ok(None),
+    ) -> Result<Option<Redirect>> {
+        let leaf = match own {
+            Some(Redirect::Absolute(_)) => return Ok(None),
             Some(_) if samedir => return Ok(None),
-            None if samedir => return Ok(Some(name.to_os_string())),
-            _ => {}
-        }
-        let mut comps = vec![own.unwrap_or_else(|| name.to_os_string())];
+            None if samedir => return Ok(Some(Redirect::Relative(name.to_os_string()))),
+            Some(Redirect::Relative(n)) => n,
+            None => name.to_os_string(),
+        };
+        // Components leaf first, reversed at the end.
+        let mut comps = vec![leaf];
         let mut cur = Some(from.clone());
         while let Some(node) = cur {
             if node.ino == super::ROOT_INO {
                 break;
             }
             let (parent, pname) = node.parent_and_name();
-            match node.upper()?.and_then(|u| self.read_redirect(u.as_fd())) {
-                Some(v) if v.as_bytes().starts_with(b"/") => {
-                    let rest: Vec<u8> = v
-                        .as_bytes()
-                        .iter()
-                        .skip_while(|b| **b == b'/')
-                        .copied()
-                        .collect();
-                    comps.push(OsString::from_vec(rest));
+            let up = node.upper()?;
+            match up
+                .map(|u| self.read_redirect(u.as_fd()))
+                .transpose()?
+                .flatten()
+            {
+                Some(Redirect::Absolute(path)) => {
+                    comps.extend(path.into_iter().rev());
                     break;
                 }
-                Some(v) => comps.push(v),
+                Some(Redirect::Relative(n)) => comps.push(n),
                 None => comps.push(pname),
             }
             cur = parent;
         }
-        let mut path = Vec::new();
-        for c in comps.iter().rev().filter(|c| !c.is_empty()) {
-            path.push(b'/');
-            path.extend_from_slice(c.as_bytes());
-        }
-        if path.len() > REDIRECT_MAX {
-            return Err(Errno::EXDEV);
-        }
-        Ok(Some(OsString::from_vec(path)))
+        comps.reverse();
+        Redirect::absolute(comps)
+            .map(Some)
+            .map_err(|_| Errno::EXDEV)
     }
 
     /// Copy up everything a directory shows, recursively, then make it opaque
@@ -395,7 +394,7 @@ impl Overlay {
             sys::mkdirat(work.as_fd(), &tmp, st.st_mode & 0o7777)?;
             let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
             self.copy_metadata(old_fd.as_fd(), st, work.as_fd(), &tmp, fd.as_fd())?;
-            sys::setxattr(fd.as_fd(), &self.xattr.opaque(), b"y", 0)?;
+            sys::setxattr(fd.as_fd(), self.xattr.get(OvlXattr::Opaque), b"y", 0)?;
             sys::renameat2(work.as_fd(), &tmp, dir.as_fd(), name, sys::RENAME_EXCHANGE)
         })();
         if let Err(e) = built {

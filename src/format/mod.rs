@@ -1,5 +1,7 @@
 //! The kernel overlay's on-disk format, shared by the daemon and the tools.
 
 pub mod fh;
+pub mod metacopy;
+pub mod redirect;
 pub mod whiteout;
 pub mod xattr;

@@ -1,4 +1,7 @@
 //! Overlay xattr names and the escaping rules for names seen through the mount.
+//!
+//! The overlay's own xattrs are named by [`OvlXattr`] (the kernel's
+//! `enum ovl_xattr`); nothing else in ovlfs spells an overlay xattr name.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -11,6 +14,61 @@ pub struct XattrNames {
 
 pub const TRUSTED_PREFIX: &str = "trusted.overlay.";
 pub const USER_PREFIX: &str = "user.overlay.";
+
+/// The overlay's private xattrs, as the kernel's `enum ovl_xattr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvlXattr {
+    /// `y` on a directory: nothing below it shows (`x`: it holds xattr whiteouts).
+    Opaque,
+    /// Where a moved directory or metacopy file came from.
+    Redirect,
+    /// The `ovl_fb` handle of the lower object an upper one was copied from.
+    Origin,
+    /// A directory with entries whose inode numbers come from below.
+    Impure,
+    /// The nlink of an indexed hard link, relative to its lower or upper.
+    Nlink,
+    /// In an index directory entry: the `ovl_fb` handle of its upper directory.
+    Upper,
+    /// On the upper root: the uuid of the overlay (uuid=on).
+    Uuid,
+    /// A file whose data is still below; an optional verity digest.
+    Metacopy,
+    /// Immutable/append-only flags kept off the real file.
+    Protattr,
+    /// A 0-size regular file that is a whiteout (kernel 6.7 xattr whiteouts).
+    Whiteout,
+}
+
+macro_rules! ovl_xattr_names {
+    ($($var:ident => $suffix:literal),* $(,)?) => {
+        impl OvlXattr {
+            /// The name after the namespace prefix, e.g. `opaque`.
+            pub const fn suffix(self) -> &'static str {
+                match self { $(OvlXattr::$var => $suffix,)* }
+            }
+            const fn trusted(self) -> &'static str {
+                match self { $(OvlXattr::$var => concat!("trusted.overlay.", $suffix),)* }
+            }
+            const fn user(self) -> &'static str {
+                match self { $(OvlXattr::$var => concat!("user.overlay.", $suffix),)* }
+            }
+        }
+    };
+}
+
+ovl_xattr_names!(
+    Opaque => "opaque",
+    Redirect => "redirect",
+    Origin => "origin",
+    Impure => "impure",
+    Nlink => "nlink",
+    Upper => "upper",
+    Uuid => "uuid",
+    Metacopy => "metacopy",
+    Protattr => "protattr",
+    Whiteout => "whiteout",
+);
 
 impl XattrNames {
     pub fn new(userxattr: bool) -> Self {
@@ -27,13 +85,19 @@ impl XattrNames {
         self.prefix
     }
 
-    /// Full name of a private overlay xattr, e.g. `opaque` → `trusted.overlay.opaque`.
-    pub fn name(&self, short: &str) -> OsString {
-        OsString::from(format!("{}{}", self.prefix, short))
+    /// The full name of an overlay xattr in this namespace.
+    pub fn get(&self, x: OvlXattr) -> &'static OsStr {
+        OsStr::new(if self.prefix == USER_PREFIX {
+            x.user()
+        } else {
+            x.trusted()
+        })
     }
 
-    pub fn opaque(&self) -> OsString {
-        self.name("opaque")
+    /// A name in the private namespace that means nothing to the kernel:
+    /// written once at mount to learn whether the namespace is writable.
+    pub fn probe(&self) -> OsString {
+        OsString::from(format!("{}ovlfs-probe", self.prefix))
     }
 
     /// True if a real xattr name is in the overlay's private namespace.

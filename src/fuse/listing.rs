@@ -6,7 +6,7 @@ use std::time::Duration;
 use fuser::{FileType, Generation, INodeNo, ReplyDirectoryPlus};
 
 use super::{OverlayFs, missing_attr, to_attr};
-use crate::engine::Errno;
+use crate::errno::Errno;
 
 impl OverlayFs {
     pub(super) fn list_plus(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {

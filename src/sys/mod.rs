@@ -8,7 +8,7 @@ use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::engine::Errno;
+use crate::errno::Errno;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// fchmodat2(2), Linux 6.6 (not in libc 0.2 for every target).

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::{check_size, cstr, proc_path};
-use crate::engine::Errno;
+use crate::errno::Errno;
 
 // The *xattrat syscalls (same numbers on every architecture).
 const SYS_SETXATTRAT: libc::c_long = 463;

@@ -30,7 +30,7 @@ use super::layers::{ToolError, open_dir, sibling};
 use super::progress;
 use crate::engine::{Errno, remove_tree};
 use crate::format::whiteout::WH_PREFIX;
-use crate::format::xattr::{TRUSTED_PREFIX, USER_PREFIX, XattrNames};
+use crate::format::xattr::{OvlXattr, TRUSTED_PREFIX, USER_PREFIX, XattrNames};
 use crate::sys;
 
 /// Extension headers (PAX records, GNU long names) larger than this are
@@ -288,7 +288,7 @@ impl Applier<'_> {
                 ));
             }
             let dir = self.dir(entry, parent, true)?;
-            sys::setxattr(dir.as_fd(), &self.names.opaque(), b"y", 0)
+            sys::setxattr(dir.as_fd(), self.names.get(OvlXattr::Opaque), b"y", 0)
                 .map_err(|e| self.fail(entry, "cannot mark the directory opaque", e))?;
             self.report.opaque += 1;
             return Ok(());

@@ -338,7 +338,7 @@ impl<'a> Writer<'a> {
                 .map_err(self.err(rel, "cannot open"))?;
             let opaque = self.below.as_ref().map(|b| b.view.opaque_name());
             if let Some(o) = opaque {
-                sys::setxattr(fd.as_fd(), &o, b"y", 0)
+                sys::setxattr(fd.as_fd(), o, b"y", 0)
                     .map_err(self.err(rel, "cannot mark opaque"))?;
             }
         }

@@ -18,6 +18,7 @@
 //!
 //! Deleted directories are reported once, not entry by entry, as docker does.
 
+use crate::format::xattr::OvlXattr;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -25,7 +26,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::layers::{ToolError, io_err, open_dir};
-use crate::engine::Errno;
+use crate::errno::Errno;
+use crate::format::redirect::{Redirect, check_component};
 use crate::format::whiteout::{self, WH_OPAQUE};
 use crate::format::xattr::XattrNames;
 use crate::sys::{self, Stat};
@@ -145,12 +147,12 @@ impl<'a> Diff<'a> {
     /// Whether an upper file is linked to an index entry (it carries the
     /// union link count the index keeps).
     fn indexed_link(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        sys::getxattr_at(dir, name, &self.xattr.name("nlink")).is_ok()
+        sys::getxattr_at(dir, name, self.xattr.get(OvlXattr::Nlink)).is_ok()
     }
 
     /// The opaque xattr's name in these layers' namespace.
-    pub(super) fn opaque_name(&self) -> OsString {
-        self.xattr.opaque()
+    pub(super) fn opaque_name(&self) -> &'static OsStr {
+        self.xattr.get(OvlXattr::Opaque)
     }
 
     fn emit(&mut self, kind: ChangeKind, path: PathBuf) {
@@ -158,7 +160,8 @@ impl<'a> Diff<'a> {
     }
 
     pub(super) fn is_opaque(&self, dir: BorrowedFd<'_>, lower: bool) -> bool {
-        sys::getxattr(dir, &self.xattr.opaque()).is_ok_and(|v| whiteout::is_opaque_value(&v))
+        sys::getxattr(dir, self.xattr.get(OvlXattr::Opaque))
+            .is_ok_and(|v| whiteout::is_opaque_value(&v))
             || lower && sys::fstatat(dir, OsStr::new(WH_OPAQUE)).is_ok()
     }
 
@@ -178,6 +181,10 @@ impl<'a> Diff<'a> {
     /// The lower directories merged at `name` below `lowers`.
     pub(super) fn lower_children(&self, lowers: &[LowerDir], name: &OsStr) -> Vec<LowerDir> {
         let mut out = Vec::new();
+        // `..` and the like never lead out of a layer (the mount refuses them).
+        if check_component(name).is_err() {
+            return out;
+        }
         for l in lowers {
             let dir = l.fd.as_fd();
             match sys::fstatat(dir, name) {
@@ -198,10 +205,10 @@ impl<'a> Diff<'a> {
     }
 
     /// The lower directories an absolute redirect (`/a/b`) leads to.
-    pub(super) fn redirected(&self, target: &[u8]) -> Vec<LowerDir> {
+    pub(super) fn redirected(&self, comps: &[OsString]) -> Vec<LowerDir> {
         let mut dirs = root_dirs(self.lower_roots);
-        for comp in target.split(|c| *c == b'/').filter(|c| !c.is_empty()) {
-            dirs = self.lower_children(&dirs, OsStr::from_bytes(comp));
+        for comp in comps {
+            dirs = self.lower_children(&dirs, comp);
         }
         dirs
     }
@@ -352,15 +359,19 @@ impl<'a> Diff<'a> {
             let redirect = if opaque {
                 None
             } else {
-                sys::getxattr(fd.as_fd(), &self.xattr.name("redirect")).ok()
+                Redirect::read(&self.xattr, fd.as_fd()).map_err(|errno| ToolError::Io {
+                    path: p.clone(),
+                    what: "has an invalid redirect, which the mount refuses (ovlfs fsck repairs it)",
+                    errno,
+                })?
             };
             let child_view = self.lower_children(view, name);
             if opaque && !child_view.is_empty() {
                 self.opaque_dirs.push(p.clone());
             }
             let child_source = match &redirect {
-                Some(v) if v.first() == Some(&b'/') => self.redirected(v),
-                Some(v) => self.lower_children(source, OsStr::from_bytes(v)),
+                Some(Redirect::Absolute(comps)) => self.redirected(comps),
+                Some(Redirect::Relative(n)) => self.lower_children(source, n),
                 None if opaque => Vec::new(),
                 None => self.lower_children(source, name),
             };

@@ -30,7 +30,7 @@ use super::diff::{ChangeKind, diff_and_opaque};
 use super::layers::ToolError;
 use super::progress;
 use super::view::View;
-use crate::engine::Errno;
+use crate::errno::Errno;
 use crate::format::whiteout;
 use crate::sys;
 

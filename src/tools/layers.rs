@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::engine::Errno;
+use crate::errno::Errno;
 use crate::sys;
 
 #[derive(Debug, Error)]

@@ -12,6 +12,7 @@
 //! what it left beside the upper (and a workdir not yet emptied) is cleared
 //! by running the reset again.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -165,9 +166,11 @@ fn copy_dir_attrs(
 ) -> Result<(), Errno> {
     sys::fchown(to, Some(st.st_uid), Some(st.st_gid))?;
     sys::fchmod(to, st.st_mode & 0o7777)?;
-    let skip = [x.opaque(), x.name("redirect")];
+    let skip = [x.get(OvlXattr::Opaque), x.get(OvlXattr::Redirect)];
     for name in sys::listxattr(from).unwrap_or_default() {
-        if skip.contains(&name) || root && name.as_bytes().starts_with(x.prefix().as_bytes()) {
+        if skip.contains(&name.as_os_str())
+            || root && name.as_bytes().starts_with(x.prefix().as_bytes())
+        {
             continue;
         }
         if let Ok(v) = sys::getxattr(from, &name) {

@@ -275,15 +275,19 @@ pub fn entry_of(p: &Path, mode: SnapMode) -> Result<Entry, String> {
         Ok(mut x) => {
             if mode == SnapMode::Layer {
                 x.retain(|k, _| !IGNORED_LAYER_XATTRS.contains(&k.as_str()));
-                if let Some(v) = x.get_mut("trusted.overlay.origin")
-                    && v.starts_with(&[0x00, 0xfb])
-                {
-                    *v = b"<file handle>".to_vec();
+                for name in ["trusted.overlay.origin", "user.overlay.origin"] {
+                    if let Some(v) = x.get_mut(name)
+                        && v.starts_with(&[0x00, 0xfb])
+                    {
+                        *v = b"<file handle>".to_vec();
+                    }
                 }
-                if let Some(v) = x.get_mut("trusted.overlay.uuid")
-                    && v.len() == 16
-                {
-                    *v = b"<16 random bytes>".to_vec();
+                for name in ["trusted.overlay.uuid", "user.overlay.uuid"] {
+                    if let Some(v) = x.get_mut(name)
+                        && v.len() == 16
+                    {
+                        *v = b"<16 random bytes>".to_vec();
+                    }
                 }
             }
             e.xattrs = x;
@@ -350,7 +354,7 @@ fn walk(p: &Path, rel: &str, mode: SnapMode, t: &mut Tree) {
     }
 }
 
-fn error_entry() -> Entry {
+pub fn error_entry() -> Entry {
     Entry {
         kind: Kind::Socket,
         perm: 0,

@@ -11,6 +11,7 @@
 //! missing or invalid one too, rather than letting the kernel drop an entry
 //! whose data lower names still show.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ impl Fsck<'_> {
         let Some(index) = self.index_dir.as_ref().and_then(|d| d.try_clone().ok()) else {
             return;
         };
-        let nlink_name = self.x.name("nlink");
+        let nlink_name = self.x.get(OvlXattr::Nlink);
         for e in std::mem::take(&mut self.indexed) {
             let shown_below = self.aliases.get(&e.lower).map_or(0, |dirs| {
                 dirs.iter()
@@ -52,7 +53,7 @@ impl Fsck<'_> {
             // ovl_get_nlink: the lower file must still be hard-linked, the
             // value valid and above zero, else the kernel falls back.
             let recorded = (e.lower_nlink > 1)
-                .then(|| sys::getxattr(fd.as_fd(), &nlink_name).ok())
+                .then(|| sys::getxattr(fd.as_fd(), nlink_name).ok())
                 .flatten()
                 .and_then(|v| parse_nlink(&v))
                 .map(|(base, diff)| {
@@ -88,7 +89,6 @@ impl Fsck<'_> {
             } else if e.lower_nlink > 1 && recorded != Some(union as i64) {
                 let shown = recorded.map_or("nothing valid".into(), |n| n.to_string());
                 let value = format!("U{:+}", union as i64 - e.upper_nlink as i64);
-                let nlink_name = nlink_name.clone();
                 self.found(
                     e.path,
                     "index-nlink",
@@ -96,7 +96,7 @@ impl Fsck<'_> {
                         "its nlink xattr says {shown}, but {union} names show it ({upper_names} \
                          upper, {shown_below} lower not linked up yet)"
                     ),
-                    || sys::setxattr(fd.as_fd(), &nlink_name, value.as_bytes(), 0),
+                    || sys::setxattr(fd.as_fd(), nlink_name, value.as_bytes(), 0),
                 );
             }
         }

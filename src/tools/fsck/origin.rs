@@ -7,6 +7,7 @@
 //! ("invalid origin"), so removing it changes nothing in the view. Handles
 //! are only judged when the layer they name is among the given lowers.
 
+use crate::format::xattr::OvlXattr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
@@ -65,8 +66,8 @@ impl Fsck<'_> {
     /// entry must go first, or the kernel would refuse to mount). Returns
     /// whether the entry keeps an origin its parent must be impure for.
     pub(super) fn check_origin(&mut self, fd: BorrowedFd<'_>, st: &Stat, path: &Path) -> bool {
-        let name = self.x.name("origin");
-        let Ok(value) = sys::getxattr(fd, &name) else {
+        let name = self.x.get(OvlXattr::Origin);
+        let Ok(value) = sys::getxattr(fd, name) else {
             return false;
         };
         let Verdict::Stale(why) = self.judge_origin(&value, st.st_mode) else {
@@ -88,7 +89,7 @@ impl Fsck<'_> {
                 {
                     return Err(crate::engine::Errno::EBUSY);
                 }
-                sys::removexattr(fd, &name)
+                sys::removexattr(fd, name)
             },
         );
         false
@@ -98,7 +99,7 @@ impl Fsck<'_> {
     /// root's handle; if it is another, these are not the lowers the upper
     /// was made on: the kernel refuses index=on, and no handle is judged.
     pub(super) fn check_root_origin(&mut self, root: BorrowedFd<'_>, work: Option<&Path>) {
-        let Ok(value) = sys::getxattr(root, &self.x.name("origin")) else {
+        let Ok(value) = sys::getxattr(root, self.x.get(OvlXattr::Origin)) else {
             return;
         };
         let Some(first) = self.lowers.first() else {

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use super::Fsck;
-use crate::engine::Errno;
+use crate::errno::Errno;
 use crate::sys;
 
 /// How a merged directory comes to show a lower directory.

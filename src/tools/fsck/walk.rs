@@ -4,26 +4,19 @@
 //! needs the whole view (who shows a lower directory, who shows an indexed
 //! file) is recorded for `redirects` and `index`.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::redirects::{Place, Shown};
 use super::{Fsck, Key};
+use crate::format::redirect::{Redirect, check_component};
 use crate::format::whiteout::{self, WH_OPAQUE};
 use crate::sys;
 use crate::tools::diff::LowerDir;
 use crate::tools::layers::{ToolError, io_err};
-
-/// Whether the kernel follows a redirect value (ovl_check_redirect): a name
-/// without `/`, or an absolute path without empty components.
-pub(super) fn redirect_is_valid(v: &[u8]) -> bool {
-    match v.strip_prefix(b"/") {
-        Some(rest) => !rest.is_empty() && rest.split(|c| *c == b'/').all(|c| !c.is_empty()),
-        None => !v.is_empty() && !v.contains(&b'/'),
-    }
-}
 
 /// The identity of the topmost of some lower directories.
 fn top_key(lowers: &[LowerDir]) -> Option<Key> {
@@ -52,13 +45,13 @@ impl Fsck<'_> {
                 continue;
             };
             if name == OsStr::new(WH_OPAQUE) {
-                let opaque = self.x.opaque();
+                let opaque = self.x.get(OvlXattr::Opaque);
                 self.found(
                     path,
                     "oci-opaque-in-upper",
                     "an OCI opaque marker in the upper layer: no overlay honours it there".into(),
                     || {
-                        sys::setxattr(dir, &opaque, b"y", 0)
+                        sys::setxattr(dir, opaque, b"y", 0)
                             .and_then(|()| sys::unlinkat(dir, name, false))
                     },
                 );
@@ -99,10 +92,11 @@ impl Fsck<'_> {
                 needs_impure = true;
             }
             let kind = st.st_mode & libc::S_IFMT;
-            if kind == libc::S_IFREG && sys::getxattr(fd.as_fd(), &self.x.name("metacopy")).is_ok()
+            if kind == libc::S_IFREG
+                && sys::getxattr(fd.as_fd(), self.x.get(OvlXattr::Metacopy)).is_ok()
             {
-                let data = match sys::getxattr(fd.as_fd(), &self.x.name("redirect")) {
-                    Ok(v) if v.first() == Some(&b'/') => self.data_at(&v),
+                let data = match Redirect::read(&self.x, fd.as_fd()) {
+                    Ok(Some(Redirect::Absolute(comps))) => self.data_at(&comps),
                     _ => self.view.lower_has(view, name),
                 };
                 if !data {
@@ -116,25 +110,26 @@ impl Fsck<'_> {
             if kind != libc::S_IFDIR {
                 continue;
             }
-            let redirect = sys::getxattr(fd.as_fd(), &self.x.name("redirect")).ok();
+            let redirect = sys::getxattr(fd.as_fd(), self.x.get(OvlXattr::Redirect)).ok();
             let mut sub_view = self.view.lower_children(view, name);
             let mut redirected = false;
             if let Some(v) = &redirect {
                 needs_impure = true;
-                let rname = self.x.name("redirect");
-                if !redirect_is_valid(v) {
+                let rname = self.x.get(OvlXattr::Redirect);
+                let parsed = Redirect::parse(v);
+                if parsed.is_err() {
                     let shown = String::from_utf8_lossy(v).into_owned();
                     self.found(
                         path.clone(),
                         "invalid-redirect",
                         format!("redirect \"{shown}\" is neither a name nor an absolute path"),
-                        || sys::removexattr(fd.as_fd(), &rname),
+                        || sys::removexattr(fd.as_fd(), rname),
                     );
                 } else {
-                    let target = if v[0] == b'/' {
-                        self.view.redirected(v)
-                    } else {
-                        self.view.lower_children(view, OsStr::from_bytes(v))
+                    let target = match parsed {
+                        Ok(Redirect::Absolute(comps)) => self.view.redirected(&comps),
+                        Ok(Redirect::Relative(n)) => self.view.lower_children(view, &n),
+                        Err(_) => Vec::new(),
                     };
                     if target.is_empty() {
                         let shown = String::from_utf8_lossy(v).into_owned();
@@ -142,7 +137,7 @@ impl Fsck<'_> {
                             path.clone(),
                             "dangling-redirect",
                             format!("redirect \"{shown}\" leads to no lower directory"),
-                            || sys::removexattr(fd.as_fd(), &rname),
+                            || sys::removexattr(fd.as_fd(), rname),
                         );
                     } else {
                         sub_view = target;
@@ -167,13 +162,13 @@ impl Fsck<'_> {
             self.record_place(&below, rel.join(name), shown);
             self.walk(sub.as_fd(), &rel.join(name), &below)?;
         }
-        if needs_impure && sys::getxattr(dir, &self.x.name("impure")).is_err() {
-            let impure = self.x.name("impure");
+        if needs_impure && sys::getxattr(dir, self.x.get(OvlXattr::Impure)).is_err() {
+            let impure = self.x.get(OvlXattr::Impure);
             self.found(
                 at,
                 "missing-impure",
                 "holds entries with an origin or redirect but is not marked impure".into(),
-                || sys::setxattr(dir, &impure, b"y", 0),
+                || sys::setxattr(dir, impure, b"y", 0),
             );
         }
         // What shows from below: names the upper directory does not have.
@@ -233,20 +228,11 @@ impl Fsck<'_> {
     }
 
     /// Whether an absolute path leads to a regular file in some lower layer.
-    fn data_at(&self, target: &[u8]) -> bool {
-        let comps: Vec<&[u8]> = target
-            .split(|c| *c == b'/')
-            .filter(|c| !c.is_empty())
-            .collect();
+    fn data_at(&self, comps: &[OsString]) -> bool {
         let Some((last, dirs)) = comps.split_last() else {
             return false;
         };
-        let mut joined = Vec::new();
-        for d in dirs {
-            joined.push(b'/');
-            joined.extend_from_slice(d);
-        }
-        let parents = self.view.redirected(&joined);
-        self.view.lower_has(&parents, OsStr::from_bytes(last))
+        let parents = self.view.redirected(dirs);
+        check_component(last).is_ok() && self.view.lower_has(&parents, last)
     }
 }

@@ -3,6 +3,7 @@
 //! them at mount. Entries that pass are kept for `index` to judge against
 //! the view.
 
+use crate::format::xattr::OvlXattr;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -99,7 +100,7 @@ impl Fsck<'_> {
                 continue;
             }
             let origin = sys::openat(idx, &n, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                .and_then(|fd| sys::getxattr(fd.as_fd(), &self.x.name("origin")));
+                .and_then(|fd| sys::getxattr(fd.as_fd(), self.x.get(OvlXattr::Origin)));
             if origin.as_deref() != Ok(&fh[..]) {
                 self.found(
                     path,
