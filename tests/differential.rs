@@ -577,8 +577,9 @@ fn print_result(label: &str, r: &SeqResult) {
 /// the plain tests only), else ovlfs's defaults (`redirect_dir=on`), the
 /// kernel's (`redirect_dir=follow`, `_kernel_defaults`), metacopy
 /// (`redirect_dir=on,metacopy=on`, `_metacopy`), every feature on
-/// (`redirect_dir=on,index=on,xino=on,metacopy=on`, `_all_on`) or the index
-/// alone (`redirect_dir=follow,index=on,xino=on`, `_index`).
+/// (`redirect_dir=on,index=on,xino=on,metacopy=on`, `_all_on`), the index
+/// alone (`redirect_dir=follow,index=on,xino=on`, `_index`) or every one of
+/// them off (`redirect_dir=off,index=off,xino=off,metacopy=off`, `_all_off`).
 fn option_set(set: OptionSet) -> Option<Vec<String>> {
     let defaults = match set {
         OptionSet::Ovlfs => "redirect_dir=on",
@@ -586,6 +587,7 @@ fn option_set(set: OptionSet) -> Option<Vec<String>> {
         OptionSet::Metacopy => "redirect_dir=on,metacopy=on",
         OptionSet::AllOn => "redirect_dir=on,index=on,xino=on,metacopy=on",
         OptionSet::Index => "redirect_dir=follow,index=on,xino=on",
+        OptionSet::AllOff => "redirect_dir=off,index=off,xino=off,metacopy=off",
     };
     match std::env::var("OVLFS_DIFF_OPTS") {
         Ok(_) if set != OptionSet::Ovlfs => None,
@@ -607,6 +609,8 @@ enum OptionSet {
     AllOn,
     /// The inodes index without redirects or metacopy.
     Index,
+    /// Every such feature off, explicitly.
+    AllOff,
 }
 
 #[test]
@@ -632,6 +636,16 @@ fn scripted_all_on() {
 #[test]
 fn scripted_index() {
     scripted_with(option_set(OptionSet::Index));
+}
+
+#[test]
+fn scripted_all_off() {
+    scripted_with(option_set(OptionSet::AllOff));
+}
+
+#[test]
+fn random_all_off() {
+    random_with(option_set(OptionSet::AllOff));
 }
 
 #[test]

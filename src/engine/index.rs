@@ -85,7 +85,14 @@ impl Overlay {
         let root_fh = self.origin_value(0, self.lowers[0].root.as_fd());
         let origin = self.xattr.get(OvlXattr::Origin);
         let uroot = upper.root.as_fd();
-        match sys::getxattr(uroot, origin) {
+        // As the kernel: a value that does not parse counts as none and is
+        // replaced; only a valid handle of another root refuses the mount.
+        let stored = sys::getxattr(uroot, origin).and_then(|v| {
+            OvlFb::decode(&v)
+                .and_then(|fb| fb.encode())
+                .map_err(|_| Errno::ENODATA)
+        });
+        match stored {
             Ok(v) if v == root_fh => {}
             Ok(_) => {
                 return Err(SetupError::IndexMismatch(

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::layer::Setup;
+use super::layer_walk::{Below, LayerDir, Stop};
 use super::metacopy::DataSearch;
 use super::node::{Key, LowerEntry, Node, NodeState, ROOT_INO, RealRef};
 use super::{Errno, Overlay, Result};
@@ -57,73 +58,6 @@ pub struct Resolved {
     /// The index entry a name without an upper object of its own shows (the
     /// copy another of its names brought up).
     pub index: Option<(OwnedFd, Stat)>,
-}
-
-/// What the lower layers are searched for.
-#[derive(Clone)]
-pub(super) enum Below {
-    /// This name in the parent's lower directories.
-    Name(OsString),
-    /// This path from each lower layer's root (an absolute redirect).
-    Path(Vec<OsString>),
-}
-
-impl Below {
-    /// Where a redirect leads: a relative one replaces the last component, an
-    /// absolute one starts again from the layer roots.
-    pub(super) fn redirected(self, v: &Redirect) -> Below {
-        match (v, self) {
-            (Redirect::Absolute(comps), _) => Below::Path(comps.clone()),
-            (Redirect::Relative(n), Below::Name(_)) => Below::Name(n.clone()),
-            (Redirect::Relative(n), Below::Path(mut comps)) => {
-                *comps.last_mut().expect("paths are never empty") = n.clone();
-                Below::Path(comps)
-            }
-        }
-    }
-}
-
-/// A directory of a lower layer: one a node holds, or one walked to for a path.
-pub(super) enum LayerDir {
-    Held(Arc<OwnedFd>),
-    Walked(OwnedFd),
-}
-
-impl LayerDir {
-    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            LayerDir::Held(fd) => fd.as_fd(),
-            LayerDir::Walked(fd) => fd.as_fd(),
-        }
-    }
-}
-
-/// Walk directories from a layer's `root` without following symlinks or
-/// leaving it: a component the kernel's lookup refuses (`..`, `.`, empty)
-/// is EACCES, as there. `None`: some component is missing or not a directory.
-pub(super) fn walk_dirs(root: BorrowedFd<'_>, comps: &[OsString]) -> Result<Option<OwnedFd>> {
-    let mut cur = sys::openat(root, OsStr::new("."), libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    for c in comps {
-        check_component(c)?;
-        cur = match sys::openat(
-            cur.as_fd(),
-            c,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        ) {
-            Ok(fd) => fd,
-            Err(e) if not_there(e) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-    }
-    Ok(Some(cur))
-}
-
-/// Errors of a lookup in a layer that mean "nothing here" (a name too long
-/// for the layer is not found, as in the kernel; a symlink or file on the way
-/// ends the walk).
-fn not_there(e: Errno) -> bool {
-    e == Errno::ENOENT || e == Errno::ENAMETOOLONG || e == Errno::ENOTDIR || e == Errno::ELOOP
 }
 
 impl Resolved {
@@ -231,12 +165,8 @@ fn wh_name(name: &OsStr) -> std::ffi::OsString {
 /// Whether a directory is opaque: the xattr mark, or (in lower layers) the
 /// `.wh..wh..opq` marker inside it.
 pub(super) fn dir_is_opaque(x: &XattrNames, fd: BorrowedFd<'_>, lower: bool) -> bool {
-    if let Ok(v) = sys::getxattr(fd, x.get(OvlXattr::Opaque))
-        && whiteout::is_opaque_value(&v)
-    {
-        return true;
-    }
-    lower && exists(fd, OsStr::new(WH_OPAQUE))
+    whiteout::opaque_of(x, fd) == whiteout::Opaque::Yes
+        || lower && exists(fd, OsStr::new(WH_OPAQUE))
 }
 
 /// Names the overlay never shows from a lower layer: the AUFS/OCI markers.
@@ -340,7 +270,7 @@ impl Overlay {
         if let Some(pu) = &pupper
             && let Some((fd, st)) = probe(pu.as_fd(), name)?
         {
-            if whiteout::is_whiteout_stat(&st) {
+            if whiteout::is_whiteout_at(&self.xattr, pu.as_fd(), name, &st) {
                 r.upper_whiteout = true;
                 descend = false;
             } else {
@@ -409,18 +339,15 @@ impl Overlay {
         mut below: Below,
         r: &mut Resolved,
     ) -> Result<()> {
-        for (layer, l) in self.lowers.iter().enumerate() {
+        let mut stop = Stop::No;
+        for layer in 0..self.lowers.len() {
             // The upper's redirect is refused before a lower layer is searched.
             self.refuse_redirect(r.redirect.is_some())?;
-            let (dir, leaf) = match &below {
-                Below::Name(n) => match plowers.iter().find(|e| e.layer == layer) {
-                    Some(e) => (LayerDir::Held(e.fd()?), n.clone()),
-                    None => continue,
-                },
-                Below::Path(comps) => match walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1])? {
-                    Some(fd) => (LayerDir::Walked(fd), comps[comps.len() - 1].clone()),
-                    None => continue,
-                },
+            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &mut below, &mut stop)? else {
+                match stop {
+                    Stop::No => continue,
+                    _ => break,
+                }
             };
             // Found under its own name in a held directory: a leaf can refer to it there.
             let by_name = match (&dir, &below) {
@@ -435,7 +362,7 @@ impl Overlay {
             if let Some((fd, st)) = found
                 && !is_lower_marker(&leaf)
             {
-                if whiteout::is_whiteout_stat(&st) {
+                if whiteout::is_whiteout_at(&self.xattr, dir, &leaf, &st) {
                     break;
                 }
                 r.lower_positive = true;
@@ -454,6 +381,11 @@ impl Overlay {
                         && let Some(v) = self.read_redirect(fd.as_fd())?
                     {
                         self.refuse_redirect(true)?;
+                        if v.is_absolute() {
+                            // As the kernel: an absolute redirect searches on
+                            // whatever an opaque directory on the way said.
+                            stop = Stop::No;
+                        }
                         below = below.redirected(&v);
                         r.followed_redirect = true;
                     }
@@ -495,7 +427,7 @@ impl Overlay {
                     break;
                 }
             }
-            if exists(dir, &wh_name(&leaf)) {
+            if exists(dir, &wh_name(&leaf)) || stop != Stop::No {
                 break;
             }
         }
@@ -524,7 +456,7 @@ impl Overlay {
 
     /// Whether the kernel searches no layer below `layer` for a directory:
     /// the bottom layer, or without following redirects, the parent's last.
-    fn last_layer(&self, layer: usize, plowers: &[LowerEntry]) -> bool {
+    pub(super) fn last_layer(&self, layer: usize, plowers: &[LowerEntry]) -> bool {
         match self.cfg.redirect_dir {
             RedirectDir::NoFollow => plowers.last().is_none_or(|e| e.layer == layer),
             _ => layer + 1 == self.lowers.len(),
@@ -533,7 +465,7 @@ impl Overlay {
 
     /// With redirect_dir=nofollow a redirect met on the way down fails the
     /// lookup (EPERM), as in the kernel.
-    fn refuse_redirect(&self, met: bool) -> Result<()> {
+    pub(super) fn refuse_redirect(&self, met: bool) -> Result<()> {
         if met && self.cfg.redirect_dir == RedirectDir::NoFollow {
             tracing::warn!("refusing to follow a redirect (redirect_dir=nofollow)");
             return Err(Errno::EPERM);
@@ -556,7 +488,7 @@ impl Overlay {
             let Ok(dir) = lower.fd() else { continue };
             let dir = dir.as_fd();
             if let Ok(st) = sys::fstatat(dir, name) {
-                return !whiteout::is_whiteout_stat(&st);
+                return !whiteout::is_whiteout_at(&self.xattr, dir, name, &st);
             }
             if exists(dir, &wh_name(name)) {
                 return false;

@@ -14,7 +14,8 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::lookup::{Below, LayerDir, probe, walk_dirs};
+use super::layer_walk::{Below, Stop, walk_dirs};
+use super::lookup::probe;
 use super::node::{LowerEntry, Node};
 use super::{Errno, Overlay, Result};
 use crate::format::{metacopy, whiteout};
@@ -124,14 +125,20 @@ impl Overlay {
         mut below: Below,
         start: usize,
     ) -> Result<DataSearch> {
+        let mut stop = Stop::No;
         for layer in start..self.lowers.len() {
-            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &below)? else {
-                continue;
+            let Some((dir, leaf)) = self.layer_dir(layer, plowers, &mut below, &mut stop)? else {
+                match stop {
+                    Stop::No => continue,
+                    _ => break,
+                }
             };
             let Some((fd, st)) = probe(dir.as_fd(), &leaf)? else {
                 continue;
             };
-            if st.st_mode & libc::S_IFMT != libc::S_IFREG || whiteout::is_whiteout_stat(&st) {
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG
+                || whiteout::is_xattr_whiteout(&self.xattr, dir.as_fd(), &leaf, &st)
+            {
                 break;
             }
             if !self.is_metacopy_file(fd.as_fd(), &st)? {
@@ -159,26 +166,6 @@ impl Overlay {
         }
         tracing::warn!("metacopy with no lower data found");
         Err(Errno::EIO)
-    }
-
-    /// The directory of layer `layer` in which `below` is looked up, and the name.
-    pub(super) fn layer_dir(
-        &self,
-        layer: usize,
-        plowers: &[LowerEntry],
-        below: &Below,
-    ) -> Result<Option<(LayerDir, std::ffi::OsString)>> {
-        Ok(match below {
-            Below::Name(n) => plowers
-                .iter()
-                .find(|e| e.layer == layer)
-                .and_then(|e| e.fd().ok())
-                .map(|fd| (LayerDir::Held(fd), n.clone())),
-            Below::Path(comps) => {
-                walk_dirs(self.lowers[layer].root.as_fd(), &comps[..comps.len() - 1])?
-                    .map(|fd| (LayerDir::Walked(fd), comps[comps.len() - 1].clone()))
-            }
-        })
     }
 
     /// Bring a metacopy upper file's data up, in place, then drop the mark. An

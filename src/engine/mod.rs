@@ -11,6 +11,7 @@ mod file;
 mod index;
 mod inode;
 mod layer;
+mod layer_walk;
 mod lookup;
 mod metacopy;
 mod node;

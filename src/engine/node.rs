@@ -362,6 +362,12 @@ impl NodeTable {
         }
     }
 
+    /// Whether upper objects keep their real numbers (one filesystem, or
+    /// xino): then a listing translates a number only for an origin.
+    pub fn upper_numbers_real(&self) -> bool {
+        !matches!(self.scheme, InoScheme::Indexed { .. })
+    }
+
     pub fn len(&self) -> usize {
         self.maps.read().unwrap().by_ino.len()
     }

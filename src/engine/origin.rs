@@ -7,7 +7,7 @@
 //! parent gets `impure`. Lookup decodes the origin of upper non-directories
 //! by file handle to give them the lower object's inode number.
 
-use crate::format::xattr::OvlXattr;
+use crate::format::xattr::{OvlXattr, is_yes};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::layer::Layer;
@@ -47,10 +47,15 @@ pub(super) fn settle_uuid(
         }
         UuidMode::Off | UuidMode::Null => mode,
         UuidMode::On | UuidMode::Auto => {
-            if sys::getxattr(root, name).is_ok_and(|v| v.len() == 16) {
-                return UuidMode::On;
+            // As the kernel's ovl_init_uuid_xattr: a stored uuid of another
+            // size (or unreadable) means uuid=null, and is left alone.
+            match sys::getxattr(root, name) {
+                Ok(v) if v.len() == 16 => return UuidMode::On,
+                Err(e) if e == Errno::ENODATA => {}
+                _ => return UuidMode::Null,
             }
-            if mode == UuidMode::Auto && sys::getxattr(root, xattr.get(OvlXattr::Impure)).is_ok() {
+            let impure = sys::getxattr(root, xattr.get(OvlXattr::Impure));
+            if mode == UuidMode::Auto && impure.is_ok_and(|v| !v.is_empty()) {
                 return UuidMode::Null;
             }
             if !writable {
@@ -101,7 +106,7 @@ impl Overlay {
             return Ok(());
         }
         let name = self.xattr.get(OvlXattr::Impure);
-        if sys::getxattr(upper, name).is_err() {
+        if !sys::getxattr(upper, name).is_ok_and(|v| is_yes(&v)) {
             sys::setxattr(upper, name, b"y", 0)?;
         }
         dir.state.write().unwrap().impure = true;

@@ -7,7 +7,7 @@
 //! offsets stay meaningful across changes (see `name_key`), so readers need
 //! no handle of their own.
 
-use crate::format::xattr::OvlXattr;
+use crate::format::xattr::{OvlXattr, is_yes};
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -129,6 +129,33 @@ fn read_layer_dir(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, u64, u32, bool)>
 }
 
 impl Overlay {
+    /// An upper directory marked impure whose entries all show their real
+    /// numbers needs no mark: the kernel drops it when listing such a
+    /// directory, and so does ovlfs (best effort).
+    fn drop_needless_impure(&self, dir: BorrowedFd<'_>) {
+        if self.read_only() || !self.nodes.upper_numbers_real() {
+            return;
+        }
+        if let Err(e) = sys::removexattr(dir, self.xattr.get(OvlXattr::Impure)) {
+            tracing::debug!(%e, "impure mark not dropped");
+        }
+    }
+
+    /// Flag the regular files of a listing that are xattr whiteouts.
+    fn mark_xattr_whiteouts(
+        &self,
+        dir: BorrowedFd<'_>,
+        entries: &mut [(OsString, u64, u32, bool)],
+    ) {
+        for (name, _, kind, wh) in entries.iter_mut() {
+            if *kind == libc::S_IFREG
+                && let Ok(st) = sys::fstatat(dir, name)
+            {
+                *wh = whiteout::is_xattr_whiteout(&self.xattr, dir, name, &st);
+            }
+        }
+    }
+
     /// The merged listing of a directory node, without `.` and `..`. With
     /// `with_ino`, entries carry the inode numbers lookup would give them
     /// (origins decoded in impure directories, merged subdirectories numbered
@@ -145,9 +172,12 @@ impl Overlay {
         let mut upper_dirs: HashMap<OsString, usize> = HashMap::new();
         if let Some(u) = &upper {
             let dev = self.upper.as_ref().map_or(0, |l| l.dev);
-            let impure =
-                with_ino && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure)).is_ok();
-            for (name, ino, kind, wh) in read_layer_dir(u.as_fd())? {
+            let impure = with_ino
+                && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure))
+                    .is_ok_and(|v| is_yes(&v));
+            let mut translated = false;
+            for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd())? {
+                let ino = real_ino;
                 if !wh {
                     let key = Key::new(dev, ino);
                     let ino = match self.nodes.live_ino(key) {
@@ -163,6 +193,7 @@ impl Overlay {
                             self.nodes.ino_hint(origin.unwrap_or(key))
                         }
                     };
+                    translated |= ino != real_ino;
                     out.push(DirEntry {
                         off: name_key(&name),
                         name: name.clone(),
@@ -172,10 +203,18 @@ impl Overlay {
                 }
                 seen.insert(name);
             }
+            if impure && lowers.is_empty() && !translated {
+                self.drop_needless_impure(u.as_fd());
+            }
         }
         for lower in &lowers {
             let dev = self.lowers[lower.layer].dev;
-            let entries = read_layer_dir(lower.fd()?.as_fd())?;
+            let fd = lower.fd()?;
+            let mut entries = read_layer_dir(fd.as_fd())?;
+            // A lower directory marked `opaque=x` holds xattr whiteouts.
+            if whiteout::opaque_of(&self.xattr, fd.as_fd()) == whiteout::Opaque::XWhiteouts {
+                self.mark_xattr_whiteouts(fd.as_fd(), &mut entries);
+            }
             // `.wh.NAME` hides NAME only in the layers below this one.
             let mut hidden_below = Vec::new();
             for (name, ino, kind, wh) in entries {

@@ -23,16 +23,23 @@ pub struct OvlFb {
     pub handle: FileHandle,
 }
 
+/// The flags the kernel knows (`OVL_FH_FLAG_ALL`).
+pub const FLAGS_KNOWN: u8 = FLAG_BIG_ENDIAN | FLAG_ANY_ENDIAN | FLAG_PATH_UPPER;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FbError {
     #[error("file handle too short ({0} bytes)")]
     TooShort(usize),
-    #[error("bad file handle header (version {0}, magic {1:#x})")]
-    BadHeader(u8, u8),
-    #[error("file handle length field {0} does not match its size {1}")]
+    #[error("bad file handle magic {0:#x}")]
+    BadHeader(u8),
+    #[error("file handle length field {0} does not fit its size {1}")]
     BadLength(usize, usize),
     #[error("file handle too long to store ({0} bytes)")]
     TooLong(usize),
+    /// A later version, unknown flags or the other endianness: the kernel
+    /// reads such a value as "origin unknown", not as an error.
+    #[error("file handle of another version, flags or endianness (origin unknown)")]
+    Unknown,
 }
 
 impl OvlFb {
@@ -68,25 +75,39 @@ impl OvlFb {
         Ok(v)
     }
 
-    /// Parse stored bytes; rejects anything the kernel would reject.
+    /// Parse stored bytes as the kernel's `ovl_check_fb_len`: the length
+    /// field may be shorter than the value (the rest is ignored).
     pub fn decode(b: &[u8]) -> Result<OvlFb, FbError> {
         if b.len() < HEADER {
             return Err(FbError::TooShort(b.len()));
         }
-        if b[0] != FB_VERSION || b[1] != FB_MAGIC {
-            return Err(FbError::BadHeader(b[0], b[1]));
+        if b[1] != FB_MAGIC {
+            return Err(FbError::BadHeader(b[1]));
         }
-        if b[2] as usize != b.len() {
-            return Err(FbError::BadLength(b[2] as usize, b.len()));
+        let len = b[2] as usize;
+        if len > b.len() || len < HEADER {
+            return Err(FbError::BadLength(len, b.len()));
+        }
+        let flags = b[3];
+        let cpu_big = if cfg!(target_endian = "big") {
+            FLAG_BIG_ENDIAN
+        } else {
+            0
+        };
+        if b[0] > FB_VERSION
+            || flags & !FLAGS_KNOWN != 0
+            || (flags & FLAG_ANY_ENDIAN == 0 && flags & FLAG_BIG_ENDIAN != cpu_big)
+        {
+            return Err(FbError::Unknown);
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[5..HEADER]);
         Ok(OvlFb {
-            flags: b[3],
+            flags,
             uuid,
             handle: FileHandle {
                 handle_type: i32::from(b[4]),
-                bytes: b[HEADER..].to_vec(),
+                bytes: b[HEADER..len].to_vec(),
             },
         })
     }
@@ -134,5 +155,14 @@ mod tests {
         let mut bad = bytes.clone();
         bad[2] = 40;
         assert!(matches!(OvlFb::decode(&bad), Err(FbError::BadLength(..))));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"trailing");
+        assert_eq!(OvlFb::decode(&longer).unwrap(), fb);
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert_eq!(OvlFb::decode(&v1), Err(FbError::Unknown));
+        let mut flags = bytes.clone();
+        flags[3] = 0x10;
+        assert_eq!(OvlFb::decode(&flags), Err(FbError::Unknown));
     }
 }

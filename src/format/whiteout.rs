@@ -1,11 +1,19 @@
 //! Whiteouts and opaque directories: how they look on disk.
 //!
-//! A whiteout is a 0/0 character device. In lower layers the AUFS/OCI forms are
-//! honoured too: a `.wh.NAME` entry hides NAME, and `.wh..wh..opq` makes its
-//! directory opaque.
+//! A whiteout is a 0/0 character device, or (the kernel's xattr whiteouts,
+//! 6.7) an empty regular file carrying the `whiteout` xattr: a lookup in any
+//! layer takes either as a whiteout, a listing filters the xattr form only
+//! in lower directories marked `opaque=x`. In lower layers the AUFS/OCI
+//! forms are honoured too: a `.wh.NAME` entry hides NAME, and `.wh..wh..opq`
+//! makes its directory opaque.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use super::xattr::{OvlXattr, XattrNames};
+use crate::errno::Errno;
+use crate::sys;
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const WH_OPAQUE: &str = ".wh..wh..opq";
@@ -13,6 +21,52 @@ pub const WH_OPAQUE: &str = ".wh..wh..opq";
 /// True for the stat of a 0/0 character device.
 pub fn is_whiteout_stat(st: &libc::stat) -> bool {
     (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Whether `dir/name`, whose stat is `st`, is a whiteout to a lookup.
+pub fn is_whiteout_at(x: &XattrNames, dir: BorrowedFd<'_>, name: &OsStr, st: &libc::stat) -> bool {
+    is_whiteout_stat(st) || is_xattr_whiteout(x, dir, name, st)
+}
+
+/// An empty regular file with the `whiteout` xattr (any value; an error
+/// other than "no such xattr" counts, as in the kernel).
+pub fn is_xattr_whiteout(
+    x: &XattrNames,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &libc::stat,
+) -> bool {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
+        return false;
+    }
+    match sys::getxattr_at(dir, name, x.get(OvlXattr::Whiteout)) {
+        Ok(_) => true,
+        Err(e) => e != Errno::ENODATA && e != Errno::EOPNOTSUPP,
+    }
+}
+
+/// What a directory's `opaque` xattr says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opaque {
+    No,
+    /// `y`: nothing below shows.
+    Yes,
+    /// `x`: not opaque, but holds xattr whiteouts its listing must filter.
+    XWhiteouts,
+}
+
+/// The kernel reads one byte: a longer value is no mark at all.
+pub fn opaque_value(v: &[u8]) -> Opaque {
+    match v {
+        b"y" => Opaque::Yes,
+        b"x" => Opaque::XWhiteouts,
+        _ => Opaque::No,
+    }
+}
+
+/// The opaque mark of a directory.
+pub fn opaque_of(x: &XattrNames, dir: BorrowedFd<'_>) -> Opaque {
+    sys::getxattr(dir, x.get(OvlXattr::Opaque)).map_or(Opaque::No, |v| opaque_value(&v))
 }
 
 /// `.wh.NAME` for NAME.
@@ -35,5 +89,5 @@ pub fn wh_target(name: &OsStr) -> Option<&OsStr> {
 
 /// The value of the opaque xattr that marks a directory opaque.
 pub fn is_opaque_value(v: &[u8]) -> bool {
-    v == b"y"
+    super::xattr::is_yes(v)
 }

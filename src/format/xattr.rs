@@ -146,6 +146,12 @@ impl XattrNames {
     }
 }
 
+/// Whether a flag xattr (`impure`, `opaque`) says yes: the kernel reads one
+/// byte and wants `y`; any other value, empty or longer, is no mark.
+pub fn is_yes(v: &[u8]) -> bool {
+    v == b"y"
+}
+
 /// ovlfs's own mark on the root of a lower layer that `commit --in-place`
 /// has merged an upper into, until that upper is emptied (`user.` with
 /// userxattr). Outside the overlay namespace: the kernel ignores it.

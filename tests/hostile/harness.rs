@@ -111,6 +111,7 @@ pub fn symlink(target: &str, p: &Path) {
 }
 
 type Build = Box<dyn Fn(&Layers) + Send + Sync>;
+type LowerPaths = Box<dyn Fn(&Layers) -> Vec<PathBuf> + Send + Sync>;
 
 /// One hostile stack.
 pub struct Case {
@@ -120,6 +121,9 @@ pub struct Case {
     /// Paths (relative to the mount) looked up on their own as well, for
     /// names a walk does not reach (a listing may not show them).
     pub probes: Vec<String>,
+    /// The lowerdir paths given to both mounts, if not the layer directories
+    /// themselves (symlinks to them, say).
+    pub mount_lowers: Option<LowerPaths>,
 }
 
 impl Case {
@@ -133,7 +137,16 @@ impl Case {
             lowers,
             build: Box::new(build),
             probes: Vec::new(),
+            mount_lowers: None,
         }
+    }
+
+    pub fn lowerdirs(
+        mut self,
+        f: impl Fn(&Layers) -> Vec<PathBuf> + Send + Sync + 'static,
+    ) -> Case {
+        self.mount_lowers = Some(Box::new(f));
+        self
     }
 
     pub fn probe(mut self, paths: &[&str]) -> Case {
@@ -180,12 +193,18 @@ struct View {
 pub struct Report {
     pub runs: usize,
     pub failures: Vec<String>,
+    pub failed_runs: usize,
     /// Paths not compared: the kernel said ESTALE (see [`kernel_stale`]).
     pub kernel_stale: usize,
 }
 
 /// Run every case in every option set; panic with all failures at the end.
 pub fn run_class(class: &str, cases: Vec<Case>, sets: &[&OptionSet]) {
+    // OVLFS_HOSTILE_CASE=TEXT: only the cases whose name holds TEXT.
+    let cases: Vec<Case> = match std::env::var("OVLFS_HOSTILE_CASE") {
+        Ok(f) => cases.into_iter().filter(|c| c.name.contains(&f)).collect(),
+        Err(_) => cases,
+    };
     let s = Scratch::new().expect("scratch");
     let sentinel_hash = tree::hash_bytes(SENTINEL_DATA);
     let mut report = Report::default();
@@ -197,10 +216,16 @@ pub fn run_class(class: &str, cases: Vec<Case>, sets: &[&OptionSet]) {
             let o = run_one(&base.join("o"), case, set, false);
             let what = format!("[{class}/{}/{}]", set.name, case.name);
             report.kernel_stale += kernel_stale(&k.merged, &k.probes).len();
-            report
-                .failures
-                .extend(compare(&what, &k, &o, sentinel_hash));
-            let _ = std::fs::remove_dir_all(&base);
+            let failed = compare(&what, &k, &o, sentinel_hash);
+            report.failed_runs += usize::from(!failed.is_empty());
+            report.failures.extend(failed);
+            // Never through a mount left behind: that would reach the layers.
+            if !super::super::common::mount_points()
+                .iter()
+                .any(|m| m.starts_with(&base))
+            {
+                let _ = std::fs::remove_dir_all(&base);
+            }
         }
     }
     eprintln!(
@@ -208,13 +233,13 @@ pub fn run_class(class: &str, cases: Vec<Case>, sets: &[&OptionSet]) {
         report.runs,
         cases.len(),
         sets.len(),
-        report.failures.len(),
+        report.failed_runs,
         report.kernel_stale
     );
     assert!(
         report.failures.is_empty(),
         "{class}: {} of {} runs differ from the kernel or broke a rule:\n{}",
-        report.failures.len(),
+        report.failed_runs,
         report.runs,
         report.failures.join("\n")
     );
@@ -245,8 +270,19 @@ fn layers(base: &Path, case: &Case, set: &OptionSet) -> (Layers, PathBuf) {
 fn run_one(base: &Path, case: &Case, set: &OptionSet, kernel: bool) -> View {
     let (l, mnt) = layers(base, case, set);
     (case.build)(&l);
-    let mount = if kernel { mount_kernel } else { mount_ovlfs };
-    let mounted = mount(&l.lowers, Some(&l.upper), Some(&l.work), &mnt, set.opts);
+    let lowers = match &case.mount_lowers {
+        Some(f) => f(&l),
+        None => l.lowers.clone(),
+    };
+    let mount = if !kernel {
+        mount_ovlfs
+    } else if lowers.len() > 40 {
+        // mount(2) takes one page of options: many layers go one by one.
+        fsmount_overlay
+    } else {
+        mount_kernel
+    };
+    let mounted = mount(&lowers, Some(&l.upper), Some(&l.work), &mnt, set.opts);
     let mut v = View {
         mounted,
         merged: Tree::default(),
@@ -384,8 +420,16 @@ fn error_entry(msg: String) -> Entry {
     e
 }
 
-/// A hung FUSE mount: abort its connection so the walk's thread returns.
+/// A hung FUSE mount: abort its connection so the walk's thread returns
+/// (fusectl is mounted first where the system has not).
 fn abort_fuse(mnt: &Path) {
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(ctl).is_ok_and(|mut d| d.next().is_none()) {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(ctl)
+            .status();
+    }
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let m = mnt.to_string_lossy();
     for l in info.lines() {
@@ -476,4 +520,81 @@ fn compare(what: &str, k: &View, o: &View, sentinel_hash: u64) -> Vec<String> {
     let d = tree::diff(&k.upper, &o.upper, "kernel", "ovlfs");
     out.extend(d.into_iter().map(|l| format!("{what} upper: {l}")));
     out
+}
+
+/// The kernel overlay mounted through the new mount API, one `lowerdir+`
+/// per layer (no page-size limit on the option string).
+fn fsmount_overlay(
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+    mnt: &Path,
+    opts: &[&str],
+) -> Result<(), String> {
+    use std::ffi::CString;
+    const SET_FLAG: libc::c_long = 0;
+    const SET_STRING: libc::c_long = 1;
+    const CMD_CREATE: libc::c_long = 6;
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1) } as libc::c_long;
+    if fs < 0 {
+        return Err(format!(
+            "fsopen overlay: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let config = |cmd: libc::c_long, k: &str, v: Option<&str>| -> Result<(), String> {
+        let kc = CString::new(k).unwrap();
+        let vc = v.map(|v| CString::new(v).unwrap());
+        let vp = vc.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        let kp = if cmd == CMD_CREATE {
+            std::ptr::null()
+        } else {
+            kc.as_ptr()
+        };
+        let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs, cmd, kp, vp, 0) };
+        if r < 0 {
+            return Err(format!(
+                "fsconfig {k}={v:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    };
+    let result = (|| {
+        for l in lowers {
+            config(SET_STRING, "lowerdir+", Some(&l.to_string_lossy()))?;
+        }
+        if let (Some(u), Some(w)) = (upper, work) {
+            config(SET_STRING, "upperdir", Some(&u.to_string_lossy()))?;
+            config(SET_STRING, "workdir", Some(&w.to_string_lossy()))?;
+        }
+        for o in opts {
+            match o.split_once('=') {
+                Some((k, v)) => config(SET_STRING, k, Some(v))?,
+                None => config(SET_FLAG, o, None)?,
+            }
+        }
+        config(CMD_CREATE, "", None)?;
+        let m = unsafe { libc::syscall(libc::SYS_fsmount, fs, 1, 0) } as libc::c_long;
+        if m < 0 {
+            return Err(format!("fsmount: {}", std::io::Error::last_os_error()));
+        }
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                m,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                cstr(mnt).as_ptr(),
+                4, // MOVE_MOUNT_F_EMPTY_PATH
+            )
+        };
+        unsafe { libc::close(m as i32) };
+        if r < 0 {
+            return Err(format!("move_mount: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    unsafe { libc::close(fs as i32) };
+    result
 }

@@ -265,6 +265,79 @@ fn long() -> Vec<Case> {
     out
 }
 
+/// Absolute redirects whose path crosses directories that are themselves
+/// redirected, opaque, whited out or not directories in some layer.
+fn through() -> Vec<Case> {
+    let with_x = |l: &Layers, target: &[u8]| {
+        put(&l.upper, &[("x/", "")]);
+        l.ovl(&l.upper.join("x"), "redirect", target);
+    };
+    vec![
+        Case::new("path through a lower dir renamed in place", 2, move |l| {
+            put(l.l(0), &[("a/own", "a's own")]);
+            l.ovl(&l.l(0).join("a"), "redirect", b"c");
+            put(l.l(1), &[("c/b/f", "under c/b"), ("a/b/g", "under a/b")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x", "x/f", "x/g"]),
+        Case::new("path through a lower dir moved elsewhere", 3, move |l| {
+            put(l.l(0), &[("a/b/top", "top")]);
+            l.ovl(&l.l(0).join("a"), "redirect", b"/z/y");
+            put(l.l(1), &[("z/y/b/mid", "mid"), ("a/b/no", "not shown")]);
+            put(l.l(2), &[("z/y/b/bottom", "bottom")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x"]),
+        Case::new("path through an opaque lower dir", 2, move |l| {
+            put(l.l(0), &[("a/b/f1", "top")]);
+            l.ovl(&l.l(0).join("a"), "opaque", b"y");
+            put(l.l(1), &[("a/b/f2", "hidden")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x"]),
+        Case::new("path through a whiteout", 2, move |l| {
+            whiteout(&l.l(0).join("a"));
+            put(l.l(1), &[("a/b/f", "hidden")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x"]),
+        Case::new("path through a file", 2, move |l| {
+            put(l.l(0), &[("a", "a file")]);
+            put(l.l(1), &[("a/b/f", "hidden")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x"]),
+        Case::new("path through a symlink", 2, move |l| {
+            put(l.l(1), &[("real/b/f", "real")]);
+            symlink("real", &l.l(0).join("a"));
+            put(l.l(1), &[("a/b/g", "under a")]);
+            with_x(l, b"/a/b");
+        })
+        .probe(&["x"]),
+        Case::new(
+            "opaque on the way, absolute redirect at the end",
+            3,
+            move |l| {
+                put(l.l(0), &[("a/b/f0", "top")]);
+                l.ovl(&l.l(0).join("a"), "opaque", b"y");
+                l.ovl(&l.l(0).join("a/b"), "redirect", b"/q");
+                put(l.l(1), &[("q/f1", "mid q")]);
+                put(l.l(2), &[("q/f2", "bottom q")]);
+                with_x(l, b"/a/b");
+            },
+        )
+        .probe(&["x"]),
+        Case::new("metacopy data through a renamed dir", 2, move |l| {
+            put(l.l(0), &[("a/own", "own")]);
+            l.ovl(&l.l(0).join("a"), "redirect", b"c");
+            put(l.l(1), &[("c/data", "data 14 bytes!")]);
+            make_metacopy(l, &l.upper.join("m"), 14);
+            l.ovl(&l.upper.join("m"), "redirect", b"/a/data");
+        })
+        .probe(&["m"]),
+    ]
+}
+
 pub fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for v in values() {
@@ -274,6 +347,7 @@ pub fn cases() -> Vec<Case> {
         cases.push(on_metacopy(v));
     }
     cases.extend(loops());
+    cases.extend(through());
     cases.push(chain(50));
     cases.extend(long());
     cases

@@ -4,7 +4,7 @@
 //! needs the whole view (who shows a lower directory, who shows an indexed
 //! file) is recorded for `redirects` and `index`.
 
-use crate::format::xattr::OvlXattr;
+use crate::format::xattr::{OvlXattr, is_yes};
 use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -162,7 +162,8 @@ impl Fsck<'_> {
             self.record_place(&below, rel.join(name), shown);
             self.walk(sub.as_fd(), &rel.join(name), &below)?;
         }
-        if needs_impure && sys::getxattr(dir, self.x.get(OvlXattr::Impure)).is_err() {
+        let impure_set = sys::getxattr(dir, self.x.get(OvlXattr::Impure)).is_ok_and(|v| is_yes(&v));
+        if needs_impure && !impure_set {
             let impure = self.x.get(OvlXattr::Impure);
             self.found(
                 at,
