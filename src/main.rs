@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use ovlfs::daemon::{self, MountRequest};
 use ovlfs::params::Config;
+use ovlfs::sys;
 
 const ABOUT: &str = "Linux OverlayFS in userspace: mounts the union of lower directories \
 and one writable upper directory through FUSE, with the kernel overlay's semantics and on-disk format.";
@@ -45,6 +46,8 @@ OPTIONS (-o, comma separated; empty entries are ignored):
   verity=off|on|require  fs-verity digests of metacopy data: recorded and checked (on),
                          required (require); default off, as the kernel
   nfs_export=off         accepted; nfs_export=on is NOT SUPPORTED YET and refused
+  remount,ro|rw,...      change the flags of a live mount (as mount -o remount runs it);
+                         overlay options cannot change
 
 Copy-up records origin (and impure) as the kernel does, so inode numbers stay the
 same across copy-up and remount.
@@ -555,6 +558,16 @@ fn run() -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(flags) = remount_flags(&cli.options)? {
+        let mountpoint = cli.paths.last().expect("clap enforces 1..=2 paths");
+        return sys::remount(mountpoint, flags).map_err(|e| {
+            anyhow::anyhow!(
+                "remount of {}: {}",
+                mountpoint.display(),
+                std::io::Error::from_raw_os_error(e.0)
+            )
+        });
+    }
     let mut config = Config::parse(&cli.options)?;
     config.debug |= cli.debug;
     init_logging(config.debug);
@@ -574,6 +587,33 @@ fn run() -> Result<()> {
         source,
         foreground,
     })
+}
+
+/// `-o remount,...` (as mount(8) passes it through mount.fuse3): the mount's
+/// new flags; the daemon keeps serving, the kernel enforces them. `None`:
+/// not a remount. Overlay options cannot change on a remount (as the kernel).
+fn remount_flags(options: &[String]) -> Result<Option<libc::c_ulong>> {
+    let opts: Vec<&str> = options.iter().flat_map(|o| o.split(',')).collect();
+    if !opts.contains(&"remount") {
+        return Ok(None);
+    }
+    let mut flags: libc::c_ulong = 0;
+    for o in opts {
+        match o {
+            "remount" | "rw" | "" | "defaults" | "suid" | "dev" | "exec" | "atime" | "async" => {}
+            "ro" => flags |= libc::MS_RDONLY,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            other => bail!("-o remount: option \"{other}\" cannot change on a remount"),
+        }
+    }
+    Ok(Some(flags))
 }
 
 fn main() {

@@ -23,6 +23,7 @@ use super::layer::SetupError;
 use super::node::{Key, Node, RealRef};
 use super::{Errno, Overlay, Result};
 use crate::format::fh::{FLAG_PATH_UPPER, OvlFb};
+use crate::format::nlink::{self, NlinkBase};
 use crate::format::whiteout;
 use crate::params::UuidMode;
 use crate::sys::{self, Stat};
@@ -30,27 +31,6 @@ use crate::sys::{self, Stat};
 /// The name of the index entry for an origin value.
 pub(super) fn hex_name(value: &[u8]) -> OsString {
     OsString::from(crate::format::fh::to_hex(value))
-}
-
-/// The `nlink` xattr: a real count to start from and the difference to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NlinkBase {
-    Upper,
-    Lower,
-}
-
-/// Parse an `nlink` value (`U+1`, `L-2`): its base and difference.
-pub(crate) fn parse_nlink(v: &[u8]) -> Option<(NlinkBase, i64)> {
-    let base = match v.first()? {
-        b'U' => NlinkBase::Upper,
-        b'L' => NlinkBase::Lower,
-        _ => return None,
-    };
-    if !matches!(v.get(1), Some(b'+' | b'-')) {
-        return None;
-    }
-    let diff = std::str::from_utf8(&v[1..]).ok()?.parse::<i64>().ok()?;
-    Some((base, diff))
 }
 
 fn setup_err(path: PathBuf, what: &'static str) -> impl Fn(Errno) -> SetupError {
@@ -239,31 +219,15 @@ impl Overlay {
         upper_st: &Stat,
         lower: Option<&Stat>,
     ) -> Option<u64> {
-        let n = self.recorded_nlink(upper, upper_st, lower)?;
-        if n <= 0 {
-            tracing::warn!(n, "bad index nlink");
-            return None;
-        }
-        Some(n as u64)
-    }
-
-    /// What the `nlink` xattr says, zero or less included (no names left).
-    fn recorded_nlink(
-        &self,
-        upper: BorrowedFd<'_>,
-        upper_st: &Stat,
-        lower: Option<&Stat>,
-    ) -> Option<i64> {
         if lower.is_some_and(|l| l.st_nlink == 1) {
             return None;
         }
         let v = sys::getxattr(upper, self.xattr.get(OvlXattr::Nlink)).ok()?;
-        let (base, diff) = parse_nlink(&v)?;
-        let real = match base {
-            NlinkBase::Upper => upper_st.st_nlink,
-            NlinkBase::Lower => lower?.st_nlink,
-        };
-        Some(real as i64 + diff)
+        let n = nlink::union(&v, upper_st.st_nlink, lower.map(|l| l.st_nlink));
+        if n.is_none() {
+            tracing::warn!(value = ?String::from_utf8_lossy(&v), "bad index nlink");
+        }
+        n
     }
 
     /// The union link count of an indexed node: from the xattr once it has an
@@ -298,8 +262,7 @@ impl Overlay {
         union: u64,
         real: u64,
     ) -> Result<()> {
-        let c = if base == NlinkBase::Upper { 'U' } else { 'L' };
-        let v = format!("{c}{:+}", union as i64 - real as i64);
+        let v = nlink::encode(base, union, real);
         sys::setxattr(upper, self.xattr.get(OvlXattr::Nlink), v.as_bytes(), 0)
     }
 
@@ -392,10 +355,10 @@ impl Overlay {
             return;
         };
         let lower = node.lowers().first().and_then(|l| l.r.stat().ok());
-        if self
-            .recorded_nlink(up.as_fd(), &ust, lower.as_ref())
-            .is_none_or(|n| n > 0)
-        {
+        let recorded = sys::getxattr(up.as_fd(), self.xattr.get(OvlXattr::Nlink))
+            .ok()
+            .and_then(|v| nlink::count(&v, ust.st_nlink, lower.map(|l| l.st_nlink)));
+        if lower.is_some_and(|l| l.st_nlink == 1) || recorded.is_none_or(|n| n > 0) {
             return;
         }
         if ust.st_nlink != 1 {

@@ -27,7 +27,6 @@ use std::sync::{Arc, OnceLock};
 pub use crate::errno::{Errno, Result};
 pub use crate::fsutil::remove_tree;
 pub use file::{FileTable, OpenFile};
-pub(crate) use index::{NlinkBase, parse_nlink};
 pub use inode::{Attr, SetAttr, Timestamp};
 pub(crate) use layer::open_dir as open_layer;
 pub use layer::{Layer, SetupError};

@@ -2,6 +2,7 @@
 
 pub mod fh;
 pub mod metacopy;
+pub mod nlink;
 pub mod redirect;
 pub mod whiteout;
 pub mod xattr;

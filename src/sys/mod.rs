@@ -381,6 +381,21 @@ pub fn flock_exclusive(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
 }
 
+/// Change the flags of the mounted filesystem at `target` (MS_REMOUNT).
+pub fn remount(target: &std::path::Path, flags: libc::c_ulong) -> Result<(), Errno> {
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid C string; null source, type and data are allowed for a remount.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            t.as_ptr(),
+            std::ptr::null(),
+            flags | libc::MS_REMOUNT,
+            std::ptr::null(),
+        )
+    })
+}
+
 /// Flush the whole filesystem `fd` is on (fd opened for reading, not O_PATH).
 pub fn syncfs(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: plain fd call.

@@ -225,6 +225,48 @@ fn mount_fuse3_convention() {
 }
 
 #[test]
+fn remount_read_only_and_back() {
+    if !can_mount("remount_read_only_and_back") {
+        return;
+    }
+    // mount(8) -o remount,ro runs the helper, which runs `ovlfs SOURCE MNT -o remount,ro`.
+    let l = layout();
+    mount_ok(&l.args(&l.opts()), &l.mnt);
+    let remount =
+        |opts: &str| run_ovlfs(&["overlay".to_string(), s(&l.mnt), "-o".into(), opts.into()]);
+    let out = remount("remount,ro");
+    assert!(out.status.success(), "remount,ro: {}", out.stderr);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|m| m.contains(&s(&l.mnt)))
+        .expect("still mounted");
+    assert!(
+        line.split(' ')
+            .nth(3)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{line}"
+    );
+    let err = fs::write(l.mnt.join("refused"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    assert_eq!(fs::read(l.mnt.join("from-lower")).unwrap(), b"lower\n");
+    let out = remount("remount,lowerdir=/elsewhere");
+    assert!(
+        !out.status.success() && out.stderr.contains("lowerdir"),
+        "{}",
+        out.stderr
+    );
+    let out = remount("remount,rw");
+    assert!(out.status.success(), "remount,rw: {}", out.stderr);
+    fs::write(l.mnt.join("after"), b"rw again\n").unwrap();
+    unmount_and_wait(&l.mnt, false);
+    assert_eq!(fs::read(l.upper.join("after")).unwrap(), b"rw again\n");
+    assert!(!l.upper.join("refused").exists());
+}
+
+#[test]
 fn daemon_ends_on_lazy_unmount_and_data_is_in_upper() {
     if !can_mount("daemon_ends_on_lazy_unmount_and_data_is_in_upper") {
         return;

@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use super::{Fsck, Key};
-use crate::engine::{NlinkBase, parse_nlink};
+use crate::format::nlink;
 use crate::sys;
 
 /// An index entry whose origin is a live lower file.
@@ -55,15 +55,7 @@ impl Fsck<'_> {
             let recorded = (e.lower_nlink > 1)
                 .then(|| sys::getxattr(fd.as_fd(), nlink_name).ok())
                 .flatten()
-                .and_then(|v| parse_nlink(&v))
-                .map(|(base, diff)| {
-                    let real = match base {
-                        NlinkBase::Upper => e.upper_nlink,
-                        NlinkBase::Lower => e.lower_nlink,
-                    };
-                    real as i64 + diff
-                })
-                .filter(|n| *n > 0);
+                .and_then(|v| nlink::union(&v, e.upper_nlink, Some(e.lower_nlink)));
             let name = e.name.clone();
             if union == 0 {
                 self.found(
@@ -86,9 +78,9 @@ impl Fsck<'_> {
                     ),
                     || sys::unlinkat(idx, &name, false),
                 );
-            } else if e.lower_nlink > 1 && recorded != Some(union as i64) {
+            } else if e.lower_nlink > 1 && recorded != Some(union) {
                 let shown = recorded.map_or("nothing valid".into(), |n| n.to_string());
-                let value = format!("U{:+}", union as i64 - e.upper_nlink as i64);
+                let value = nlink::encode(nlink::NlinkBase::Upper, union, e.upper_nlink);
                 self.found(
                     e.path,
                     "index-nlink",
