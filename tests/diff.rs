@@ -131,3 +131,46 @@ fn diff_reports_what_changed_through_either_overlay() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-upper"));
 }
+
+/// Names in hostile layers read as the mount reads them: `.wh.` names in an
+/// upper are plain names (never `.wh..` deleting the directory itself), an
+/// invalid redirect is refused with the path, `..` redirects stay inside.
+#[test]
+fn diff_reads_hostile_names_as_the_mount() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let [l1, _l2, u, _w, _m] = stack_dirs(s.path());
+    write_files(&l1, &[("d/x", "x"), ("e/y", "y"), ("f/z", "z")]);
+    write_files(
+        &u,
+        &[
+            ("d/.wh..", "dot dot"),
+            ("d/.wh...", "dot"),
+            ("d/.wh.x", "plain"),
+        ],
+    );
+    let lowerdir = l1.display().to_string();
+    let out = diff(&u, &lowerdir, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "C /d\nA /d/.wh..\nA /d/.wh...\nA /d/.wh.x\n"
+    );
+    // Redirects the mount refuses (EINVAL, or EACCES on the way out of the
+    // layers) are refused naming the directory.
+    for (dir, value) in [("e", &b"/../.."[..]), ("f", b"/a//b"), ("g", b"..")] {
+        fs::create_dir_all(u.join(dir)).unwrap();
+        common::set_xattr(&u.join(dir), "trusted.overlay.redirect", value);
+        let out = diff(&u, &lowerdir, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let named = err.contains(&format!("/{dir}")) && err.contains("invalid redirect");
+        assert!(!out.status.success() && named, "{dir}: {err}");
+        fs::remove_dir(u.join(dir)).unwrap();
+    }
+}

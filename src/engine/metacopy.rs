@@ -134,7 +134,11 @@ impl Overlay {
                 }
             };
             let Some((fd, st)) = probe(dir.as_fd(), &leaf)? else {
-                continue;
+                // An opaque directory on the way: nothing below is searched.
+                match stop {
+                    Stop::No => continue,
+                    _ => break,
+                }
             };
             if st.st_mode & libc::S_IFMT != libc::S_IFREG
                 || whiteout::is_xattr_whiteout(&self.xattr, dir.as_fd(), &leaf, &st)
@@ -144,7 +148,12 @@ impl Overlay {
             if !self.is_metacopy_file(fd.as_fd(), &st)? {
                 return Ok(DataSearch::Found(layer, fd, st));
             }
-            if let Some(v) = self.read_redirect(fd.as_fd())? {
+            // Another metacopy file: the search goes on below it, as its own
+            // redirect says (not read in the bottom layer, where it leads
+            // nowhere but to data-only layers).
+            stop = Stop::No;
+            let bottom = layer + 1 == self.lowers.len() && self.data_layers.is_empty();
+            if !bottom && let Some(v) = self.read_redirect(fd.as_fd())? {
                 below = below.redirected(&v);
             }
         }

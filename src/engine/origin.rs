@@ -54,8 +54,13 @@ pub(super) fn settle_uuid(
                 Err(e) if e == Errno::ENODATA => {}
                 _ => return UuidMode::Null,
             }
-            let impure = sys::getxattr(root, xattr.get(OvlXattr::Impure));
-            if mode == UuidMode::Auto && impure.is_ok_and(|v| !v.is_empty()) {
+            // auto: an upper an older mount used (impure root, or one that
+            // cannot be read) stays uuid=null.
+            let old = match sys::getxattr(root, xattr.get(OvlXattr::Impure)) {
+                Ok(v) => !v.is_empty(),
+                Err(e) => e != Errno::ENODATA,
+            };
+            if mode == UuidMode::Auto && old {
                 return UuidMode::Null;
             }
             if !writable {

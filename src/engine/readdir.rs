@@ -131,13 +131,32 @@ fn read_layer_dir(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, u64, u32, bool)>
 impl Overlay {
     /// An upper directory marked impure whose entries all show their real
     /// numbers needs no mark: the kernel drops it when listing such a
-    /// directory, and so does ovlfs (best effort).
-    fn drop_needless_impure(&self, dir: BorrowedFd<'_>) {
+    /// directory, and so does ovlfs. Checked again under the directory's
+    /// lock (a rename into it could bring an entry with an origin).
+    fn drop_needless_impure(&self, node: &Node, dir: BorrowedFd<'_>) {
         if self.read_only() || !self.nodes.upper_numbers_real() {
             return;
         }
-        if let Err(e) = sys::removexattr(dir, self.xattr.get(OvlXattr::Impure)) {
-            tracing::debug!(%e, "impure mark not dropped");
+        let _lock = super::dir::lock(node);
+        let Ok(entries) = read_layer_dir(dir) else {
+            return;
+        };
+        for (name, _, kind, wh) in entries {
+            let translated = match kind {
+                _ if wh => false,
+                // A directory moved here from below shows its lower number.
+                libc::S_IFDIR => {
+                    sys::getxattr_at(dir, &name, self.xattr.get(OvlXattr::Redirect)).is_ok()
+                }
+                _ => self.entry_origin(dir, &name, kind).is_some(),
+            };
+            if translated {
+                return;
+            }
+        }
+        match sys::removexattr(dir, self.xattr.get(OvlXattr::Impure)) {
+            Ok(()) => node.state.write().unwrap().impure = false,
+            Err(e) => tracing::debug!(%e, "impure mark not dropped"),
         }
     }
 
@@ -204,7 +223,7 @@ impl Overlay {
                 seen.insert(name);
             }
             if impure && lowers.is_empty() && !translated {
-                self.drop_needless_impure(u.as_fd());
+                self.drop_needless_impure(node, u.as_fd());
             }
         }
         for lower in &lowers {

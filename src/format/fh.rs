@@ -84,8 +84,11 @@ impl OvlFb {
         if b[1] != FB_MAGIC {
             return Err(FbError::BadHeader(b[1]));
         }
+        // The kernel checks only that the value holds the length field's
+        // bytes; a length below the header leaves no handle bytes (such a
+        // handle decodes to nothing and matches no other).
         let len = b[2] as usize;
-        if len > b.len() || len < HEADER {
+        if len > b.len() {
             return Err(FbError::BadLength(len, b.len()));
         }
         let flags = b[3];
@@ -107,7 +110,7 @@ impl OvlFb {
             uuid,
             handle: FileHandle {
                 handle_type: i32::from(b[4]),
-                bytes: b[HEADER..len].to_vec(),
+                bytes: b[HEADER..len.max(HEADER)].to_vec(),
             },
         })
     }

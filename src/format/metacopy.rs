@@ -25,7 +25,10 @@ pub fn is_marked(value: Result<Vec<u8>, Errno>) -> Result<bool, Errno> {
             Err(Errno::EIO)
         }
         Ok(_) => Ok(true),
-        Err(_) => Ok(false),
+        // As the kernel: no xattr, none supported, or (user.* on a file the
+        // daemon may not read) no permission: not metacopy; other errors fail.
+        Err(e) if e == Errno::ENODATA || e == Errno::EOPNOTSUPP || e == Errno::EACCES => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -75,6 +75,16 @@ impl Redirect {
         Ok(r)
     }
 
+    /// Whether every component is one a lookup accepts (no `..`, `.` or
+    /// empty name): the kernel fails such a redirect with EACCES once its
+    /// walk reaches the bad component; the tools refuse it outright.
+    pub fn stays_inside(&self) -> bool {
+        match self {
+            Redirect::Relative(n) => check_component(n).is_ok(),
+            Redirect::Absolute(comps) => comps.iter().all(|c| check_component(c).is_ok()),
+        }
+    }
+
     pub fn is_absolute(&self) -> bool {
         matches!(self, Redirect::Absolute(_))
     }

@@ -12,7 +12,6 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::xattr::{OvlXattr, XattrNames};
-use crate::errno::Errno;
 use crate::sys;
 
 pub const WH_PREFIX: &[u8] = b".wh.";
@@ -28,8 +27,7 @@ pub fn is_whiteout_at(x: &XattrNames, dir: BorrowedFd<'_>, name: &OsStr, st: &li
     is_whiteout_stat(st) || is_xattr_whiteout(x, dir, name, st)
 }
 
-/// An empty regular file with the `whiteout` xattr (any value; an error
-/// other than "no such xattr" counts, as in the kernel).
+/// An empty regular file with the `whiteout` xattr.
 pub fn is_xattr_whiteout(
     x: &XattrNames,
     dir: BorrowedFd<'_>,
@@ -39,10 +37,8 @@ pub fn is_xattr_whiteout(
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
         return false;
     }
-    match sys::getxattr_at(dir, name, x.get(OvlXattr::Whiteout)) {
-        Ok(_) => true,
-        Err(e) => e != Errno::ENODATA && e != Errno::EOPNOTSUPP,
-    }
+    // The kernel's ovl_path_check_xwhiteout_xattr: any value; no error counts.
+    sys::getxattr_at(dir, name, x.get(OvlXattr::Whiteout)).is_ok()
 }
 
 /// What a directory's `opaque` xattr says.
@@ -76,15 +72,16 @@ pub fn wh_name(name: &OsStr) -> OsString {
     OsString::from_vec(v)
 }
 
-/// For a `.wh.NAME` entry, the NAME it hides (the opaque marker is not one).
+/// For a `.wh.NAME` entry, the NAME it hides (the opaque marker is not one,
+/// nor `.wh..` or `.wh...`: no name that could leave a directory).
 pub fn wh_target(name: &OsStr) -> Option<&OsStr> {
     let b = name.as_bytes();
     if b == WH_OPAQUE.as_bytes() {
         return None;
     }
     b.strip_prefix(WH_PREFIX)
-        .filter(|r| !r.is_empty())
         .map(OsStr::from_bytes)
+        .filter(|r| super::redirect::check_component(r).is_ok())
 }
 
 /// The value of the opaque xattr that marks a directory opaque.

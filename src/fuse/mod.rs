@@ -224,7 +224,10 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_NO_OPENDIR_SUPPORT
-            | InitFlags::FUSE_PASSTHROUGH;
+            | InitFlags::FUSE_PASSTHROUGH
+            // No nfs_export: file handles are refused (EOPNOTSUPP) as by the
+            // kernel overlay, instead of handles that go stale once evicted.
+            | InitFlags::FUSE_NO_EXPORT_SUPPORT;
         let _ = config.add_capabilities(wanted & config.capabilities());
         // Passthrough backing files sit on the layers' filesystems: one level of
         // stacking below us (two where a layer is itself on an overlay).

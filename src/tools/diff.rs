@@ -3,8 +3,9 @@
 //!
 //! The upper layer is walked; every entry is compared with what the lower
 //! stack has at the same path (following the upper's redirects, honouring
-//! whiteouts and opaque directories in every layer, the kernel's and the
-//! OCI `.wh.` forms alike):
+//! whiteouts and opaque directories as the mount does: 0/0 devices and
+//! xattr whiteouts in every layer, the OCI `.wh.` forms in lower layers
+//! only, where ovlfs honours them; in the upper they are plain names):
 //! - a whiteout of a name the lowers have: `D`;
 //! - an entry the lowers have too: `C` (a directory in the upper exists
 //!   because something in it, or it, changed);
@@ -167,9 +168,12 @@ impl<'a> Diff<'a> {
 
     /// Whether the lower stack shows `name` in a directory merged from `lowers`.
     pub(super) fn lower_has(&self, lowers: &[LowerDir], name: &OsStr) -> bool {
+        if check_component(name).is_err() {
+            return false;
+        }
         for l in lowers {
             if let Ok(st) = sys::fstatat(l.fd.as_fd(), name) {
-                return !whiteout::is_whiteout_stat(&st);
+                return !whiteout::is_whiteout_at(&self.xattr, l.fd.as_fd(), name, &st);
             }
             if sys::fstatat(l.fd.as_fd(), &whiteout::wh_name(name)).is_ok() {
                 return false;
@@ -235,8 +239,8 @@ impl<'a> Diff<'a> {
                     continue;
                 }
                 seen.insert(n.clone());
-                let wh =
-                    sys::fstatat(l.fd.as_fd(), &n).is_ok_and(|st| whiteout::is_whiteout_stat(&st));
+                let wh = sys::fstatat(l.fd.as_fd(), &n)
+                    .is_ok_and(|st| whiteout::is_whiteout_at(&self.xattr, l.fd.as_fd(), &n, &st));
                 if !wh {
                     shown.insert(n);
                 }
@@ -315,16 +319,8 @@ impl<'a> Diff<'a> {
         let mut entries = sys::read_dir(upper).map_err(io_err(&at, "cannot read the directory"))?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         for e in &entries {
+            // `.wh.` names in an upper are plain names, as the mount shows them.
             let name = e.name.as_os_str();
-            if name.as_bytes().starts_with(whiteout::WH_PREFIX) {
-                // OCI-style markers in an upper: `.wh.NAME` deletes NAME.
-                if let Some(t) = whiteout::wh_target(name)
-                    && self.lower_has(view, t)
-                {
-                    self.emit(ChangeKind::Deleted, path.join(t));
-                }
-                continue;
-            }
             let p = path.join(name);
             let st = sys::fstatat(upper, name).map_err(io_err(&at.join(name), "cannot stat"))?;
             let existed = self.lower_has(view, name);
@@ -354,16 +350,19 @@ impl<'a> Diff<'a> {
             let Some(fd) = open_sub(upper, name) else {
                 continue;
             };
-            let opaque = self.is_opaque(fd.as_fd(), false)
-                || sys::fstatat(fd.as_fd(), OsStr::new(WH_OPAQUE)).is_ok();
+            let opaque = self.is_opaque(fd.as_fd(), false);
             let redirect = if opaque {
                 None
             } else {
-                Redirect::read(&self.xattr, fd.as_fd()).map_err(|errno| ToolError::Io {
+                let invalid = |errno| ToolError::Io {
                     path: p.clone(),
                     what: "has an invalid redirect, which the mount refuses (ovlfs fsck repairs it)",
                     errno,
-                })?
+                };
+                match Redirect::read(&self.xattr, fd.as_fd()).map_err(invalid)? {
+                    Some(r) if !r.stays_inside() => return Err(invalid(Errno::EACCES)),
+                    r => r,
+                }
             };
             let child_view = self.lower_children(view, name);
             if opaque && !child_view.is_empty() {

@@ -266,6 +266,57 @@ fn remount_read_only_and_back() {
     assert!(!l.upper.join("refused").exists());
 }
 
+/// name_to_handle_at's errno on `p` (0: a handle was given).
+fn handle_errno(p: &Path) -> i32 {
+    let mut buf = vec![0u64; 32];
+    let fh = buf.as_mut_ptr() as *mut libc::file_handle;
+    let mut mount_id = 0;
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a 256-byte buffer with handle_bytes set to what follows the header.
+    unsafe {
+        (*fh).handle_bytes = 128;
+        if libc::name_to_handle_at(libc::AT_FDCWD, c.as_ptr(), fh, &mut mount_id, 0) == 0 {
+            return 0;
+        }
+    }
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+#[test]
+fn file_handles_are_refused_as_by_the_kernel_overlay() {
+    if !can_mount("file_handles_are_refused_as_by_the_kernel_overlay") {
+        return;
+    }
+    // Without nfs_export the kernel overlay gives no handles (EOPNOTSUPP);
+    // handles that decode only while cached would go stale under NFS or
+    // open_by_handle_at users.
+    let l = layout();
+    mount_ok(&l.args(&l.opts()), &l.mnt);
+    fs::write(l.mnt.join("upper-file"), b"u").unwrap();
+    for p in [
+        l.mnt.join("from-lower"),
+        l.mnt.join("upper-file"),
+        l.mnt.clone(),
+    ] {
+        assert_eq!(handle_errno(&p), libc::EOPNOTSUPP, "{}", p.display());
+    }
+    unmount_and_wait(&l.mnt, false);
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("{},redirect_dir=follow", l.opts()))
+        .arg(&l.mnt)
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "kernel overlay mount: {st}");
+    let kernel = handle_errno(&l.mnt.join("from-lower"));
+    let _ = Command::new("umount").arg(&l.mnt).status();
+    assert_eq!(
+        kernel,
+        libc::EOPNOTSUPP,
+        "the kernel overlay's answer changed"
+    );
+}
+
 #[test]
 fn daemon_ends_on_lazy_unmount_and_data_is_in_upper() {
     if !can_mount("daemon_ends_on_lazy_unmount_and_data_is_in_upper") {

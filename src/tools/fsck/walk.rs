@@ -116,13 +116,21 @@ impl Fsck<'_> {
             if let Some(v) = &redirect {
                 needs_impure = true;
                 let rname = self.x.get(OvlXattr::Redirect);
-                let parsed = Redirect::parse(v);
+                let parsed =
+                    Redirect::parse(v)
+                        .map_err(|_| ())
+                        .and_then(|r| match r.stays_inside() {
+                            true => Ok(r),
+                            false => Err(()),
+                        });
                 if parsed.is_err() {
                     let shown = String::from_utf8_lossy(v).into_owned();
                     self.found(
                         path.clone(),
                         "invalid-redirect",
-                        format!("redirect \"{shown}\" is neither a name nor an absolute path"),
+                        format!(
+                            "redirect \"{shown}\" is neither a name nor an absolute path inside the layers"
+                        ),
                         || sys::removexattr(fd.as_fd(), rname),
                     );
                 } else {
