@@ -8,6 +8,7 @@ mod common;
 mod hostile {
     pub mod harness;
     mod metacopy;
+    mod origins;
     mod redirects;
     mod shapes;
     mod whiteouts;
@@ -45,6 +46,7 @@ mod hostile {
             return;
         }
         run_class("xattrs", shapes::xattrs(), &ALL_SETS);
+        run_class("origins", origins::cases(), &ALL_SETS);
     }
 
     #[test]

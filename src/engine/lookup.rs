@@ -312,6 +312,14 @@ impl Overlay {
                     DataSearch::Found(l, fd, st) => Some((l, fd, st)),
                     DataSearch::Missing => None,
                 };
+                // Without an origin, the lower object found stands for it (its
+                // inode number shows), as in the kernel.
+                if r.origin.is_none()
+                    && let Some((l, _, st)) = &r.data
+                    && *l < self.lowers.len()
+                {
+                    r.origin = Some(Key::new(st.st_dev, st.st_ino));
+                }
             }
         }
         if !descend {

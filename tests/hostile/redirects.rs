@@ -144,6 +144,7 @@ fn on_metacopy(v: Vec<u8>) -> Case {
         l.ovl(&l.upper.join("m"), "redirect", &v);
     })
     .probe(&["m"])
+    .kernel_alias(&["real/f", "real_file"])
 }
 
 /// An upper metacopy file: empty sparse data of `size` bytes, empty mark.
