@@ -117,18 +117,11 @@ pub fn run(req: MountRequest) -> Result<()> {
 /// daemon that is not serving yet.
 fn raise_readahead(mountpoint: &Path) {
     const KIB: u32 = 1024;
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mnt = mountpoint.to_string_lossy();
-    // Fields: id, parent, major:minor, root, mount point, ...; the last match
-    // is the newest mount there.
-    let dev = info
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 4 && f[4] == mnt).then(|| f[2].to_string())
-        })
+    // The newest mount there is ours.
+    let dev = crate::mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point == mountpoint)
+        .map(|m| m.dev)
         .next_back();
     if let Some(dev) = dev {
         let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");

@@ -10,6 +10,7 @@ pub mod errno;
 pub mod format;
 pub mod fsutil;
 pub mod fuse;
+pub mod mountinfo;
 pub mod params;
 pub mod sys;
 pub mod tools;

@@ -44,6 +44,11 @@ pub enum SetupError {
     Overlap(PathBuf, PathBuf),
     #[error("{0}: in use by another ovlfs mount")]
     InUse(PathBuf),
+    #[error(
+        "{0}: in use by the kernel overlay mounted on {1}; index=on needs it exclusively \
+         (as the kernel: mount with index=off to share it, with undefined results)"
+    )]
+    KernelInUse(PathBuf, PathBuf),
     #[error("workdir {work} and upperdir {upper} must be on the same filesystem")]
     WorkOtherFs { work: PathBuf, upper: PathBuf },
     #[error(
@@ -156,6 +161,7 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
     }
     lock_in_use(&mut upper)?;
     lock_in_use(&mut workdir)?;
+    check_kernel_users(&[&upper, &workdir], cfg)?;
     let work = prepare_workdir(&workdir, cfg)?;
     probe_xattrs(&workdir, cfg)?;
     Ok(Setup {
@@ -252,6 +258,30 @@ fn lock_in_use(layer: &mut Layer) -> Result<(), SetupError> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Err(SetupError::InUse(layer.path.clone()))
+}
+
+/// A kernel overlay using our upper or work dir, as the kernel answers a
+/// second overlay on them: with index=on refused, else a warning (both
+/// mounts then see undefined results). Another ovlfs is refused always, by
+/// the lock above.
+fn check_kernel_users(layers: &[&Layer], cfg: &Config) -> Result<(), SetupError> {
+    for layer in layers {
+        let canon = std::fs::canonicalize(&layer.path).unwrap_or_else(|_| layer.path.clone());
+        if let Some(mnt) = crate::mountinfo::kernel_overlays_using(&canon)
+            .into_iter()
+            .next()
+        {
+            if cfg.index {
+                return Err(SetupError::KernelInUse(layer.path.clone(), mnt));
+            }
+            tracing::warn!(
+                path = %layer.path.display(),
+                kernel_overlay = %mnt.display(),
+                "in use by a kernel overlay too: the two mounts will see undefined results"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `W/work` is scratch: emptied at every mount. `W/work/incompat/*` refuses the mount.

@@ -78,29 +78,17 @@ pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, ToolError> {
 /// Refuse layers a mounted overlay uses: a kernel overlay names them in its
 /// mount options; an ovlfs daemon holds a lock on its upper and work dirs.
 pub fn check_not_mounted(paths: &[&Path]) -> Result<(), ToolError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = crate::mountinfo::mounts();
     for path in paths {
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let c = canon.to_string_lossy();
-        for line in info.lines() {
-            let Some((_, after)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mut f = after.split(' ');
-            let (fstype, _source, opts) = (f.next(), f.next(), f.next().unwrap_or(""));
-            if fstype != Some("overlay") {
-                continue;
-            }
-            let uses = opts.split(',').any(|o| {
-                let Some((k, v)) = o.split_once('=') else {
-                    return false;
-                };
-                matches!(k, "upperdir" | "workdir" | "lowerdir" | "datadir")
-                    && v.split(':').any(|p| p == c)
-            });
-            if uses {
-                return Err(ToolError::Mounted(canon, "kernel overlay".into()));
-            }
+        let uses = mounts.iter().any(|m| {
+            m.fstype == "overlay"
+                && crate::mountinfo::overlay_layers(&m.super_options)
+                    .iter()
+                    .any(|(_, p)| *p == canon)
+        });
+        if uses {
+            return Err(ToolError::Mounted(canon, "kernel overlay".into()));
         }
         // The lock is dropped with the file at once.
         if let Ok(dir) = std::fs::File::open(&canon)

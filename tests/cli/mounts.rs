@@ -318,6 +318,32 @@ fn file_handles_are_refused_as_by_the_kernel_overlay() {
 }
 
 #[test]
+fn an_upper_a_kernel_overlay_uses_is_shared_as_the_kernel_shares_it() {
+    if !can_mount("an_upper_a_kernel_overlay_uses_is_shared_as_the_kernel_shares_it") {
+        return;
+    }
+    // The kernel: a second overlay on an upper in use is refused with
+    // index=on, allowed (with a warning) without.
+    let l = layout();
+    let kmnt = l.mnt.with_extension("kernel");
+    fs::create_dir_all(&kmnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &l.opts()])
+        .arg(&kmnt)
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "kernel overlay mount: {st}");
+    let out = run_ovlfs(&l.args(&format!("{},index=on", l.opts())));
+    let named = out.stderr.contains("kernel overlay") && out.stderr.contains(&s(&kmnt));
+    assert!(!out.status.success() && named, "index=on: {}", out.stderr);
+    assert!(!is_mounted(&l.mnt));
+    mount_ok(&l.args(&l.opts()), &l.mnt);
+    assert_eq!(fs::read(l.mnt.join("from-lower")).unwrap(), b"lower\n");
+    unmount_and_wait(&l.mnt, false);
+    let _ = Command::new("umount").arg(&kmnt).status();
+}
+
+#[test]
 fn daemon_ends_on_lazy_unmount_and_data_is_in_upper() {
     if !can_mount("daemon_ends_on_lazy_unmount_and_data_is_in_upper") {
         return;
