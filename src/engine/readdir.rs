@@ -112,10 +112,16 @@ fn dtype_to_kind(d: u8) -> Option<u32> {
     })
 }
 
-/// Entries of one real directory as (name, ino, kind, is_whiteout).
-fn read_layer_dir(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, u64, u32, bool)>> {
+/// Entries of one real directory as (name, ino, kind, is_whiteout). A lower
+/// one is read without touching its atime (the layer never changes), an
+/// upper one as any directory, as the kernel overlay reads them.
+fn read_layer_dir(dir: BorrowedFd<'_>, lower: bool) -> Result<Vec<(OsString, u64, u32, bool)>> {
     let mut out = Vec::new();
-    for e in sys::read_dir(dir)? {
+    let entries = match lower {
+        true => sys::read_dir_noatime(dir)?,
+        false => sys::read_dir(dir)?,
+    };
+    for e in entries {
         let (kind, wh) = match dtype_to_kind(e.d_type) {
             Some(k) => (k, false),
             None => match sys::fstatat(dir, &e.name) {
@@ -138,7 +144,7 @@ impl Overlay {
             return;
         }
         let _lock = super::dir::lock(node);
-        let Ok(entries) = read_layer_dir(dir) else {
+        let Ok(entries) = read_layer_dir(dir, false) else {
             return;
         };
         for (name, _, kind, wh) in entries {
@@ -195,7 +201,7 @@ impl Overlay {
                 && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure))
                     .is_ok_and(|v| is_yes(&v));
             let mut translated = false;
-            for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd())? {
+            for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd(), false)? {
                 let ino = real_ino;
                 if !wh {
                     let key = Key::new(dev, ino);
@@ -229,7 +235,7 @@ impl Overlay {
         for lower in &lowers {
             let dev = self.lowers[lower.layer].dev;
             let fd = lower.fd()?;
-            let mut entries = read_layer_dir(fd.as_fd())?;
+            let mut entries = read_layer_dir(fd.as_fd(), true)?;
             // A lower directory marked `opaque=x` holds xattr whiteouts.
             if whiteout::opaque_of(&self.xattr, fd.as_fd()) == whiteout::Opaque::XWhiteouts {
                 self.mark_xattr_whiteouts(fd.as_fd(), &mut entries);

@@ -500,7 +500,26 @@ pub struct RawDirEntry {
 
 /// Read a whole real directory (`.` and `..` left out).
 pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
-    let fd = openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    read_dir_with(dir, 0)
+}
+
+/// [`read_dir`] leaving the directory's atime alone where the caller may
+/// (O_NOATIME: its owner or CAP_FOWNER), as the kernel overlay reads lower
+/// layers.
+pub fn read_dir_noatime(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
+    match read_dir_with(dir, libc::O_NOATIME) {
+        Err(e) if e == Errno::EPERM => read_dir_with(dir, 0),
+        r => r,
+    }
+}
+
+fn read_dir_with(dir: BorrowedFd<'_>, extra: i32) -> Result<Vec<RawDirEntry>, Errno> {
+    let fd = openat(
+        dir,
+        OsStr::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY | extra,
+        0,
+    )?;
     let raw: RawFd = std::os::fd::IntoRawFd::into_raw_fd(fd);
     // SAFETY: fdopendir takes ownership of raw; closedir releases it.
     let dp = unsafe { libc::fdopendir(raw) };

@@ -343,6 +343,84 @@ fn an_upper_a_kernel_overlay_uses_is_shared_as_the_kernel_shares_it() {
     let _ = Command::new("umount").arg(&kmnt).status();
 }
 
+/// Set atime to 2000-01-01 (an old atime: relatime would update it).
+fn age_atime(p: &Path) {
+    let times = [
+        libc::timespec {
+            tv_sec: 946_684_800,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path and two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+#[test]
+fn reads_change_atimes_where_the_kernel_overlay_changes_them() {
+    if !can_mount("reads_change_atimes_where_the_kernel_overlay_changes_them") {
+        return;
+    }
+    // The kernel overlay never changes a lower layer, atimes included (it
+    // reads with O_NOATIME); upper files and directories get theirs as usual.
+    let run = |kernel: bool| -> Vec<i64> {
+        let l = layout();
+        fs::create_dir_all(l.lower.join("dir")).unwrap();
+        fs::create_dir_all(l.upper.join("updir")).unwrap();
+        fs::write(l.upper.join("upfile"), b"up").unwrap();
+        let layer_paths = [
+            l.lower.join("from-lower"),
+            l.lower.join("dir"),
+            l.upper.join("upfile"),
+            l.upper.join("updir"),
+        ];
+        for p in &layer_paths {
+            age_atime(p);
+        }
+        if kernel {
+            let st = Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &l.opts()])
+                .arg(&l.mnt)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        } else {
+            mount_ok(&l.args(&l.opts()), &l.mnt);
+        }
+        fs::read(l.mnt.join("from-lower")).unwrap();
+        fs::read(l.mnt.join("upfile")).unwrap();
+        fs::read_dir(l.mnt.join("dir")).unwrap().for_each(drop);
+        fs::read_dir(l.mnt.join("updir")).unwrap().for_each(drop);
+        let atimes = layer_paths
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().atime())
+            .collect();
+        if kernel {
+            let _ = Command::new("umount").arg(&l.mnt).status();
+        } else {
+            unmount_and_wait(&l.mnt, false);
+        }
+        atimes
+    };
+    let (k, o) = (run(true), run(false));
+    let old = |v: &[i64]| v.iter().map(|t| *t == 946_684_800).collect::<Vec<_>>();
+    assert_eq!(
+        old(&k),
+        [true, true, false, false],
+        "the kernel's behaviour changed"
+    );
+    assert_eq!(
+        old(&o),
+        old(&k),
+        "lower, lower dir, upper, upper dir: atime kept?"
+    );
+}
+
 #[test]
 fn daemon_ends_on_lazy_unmount_and_data_is_in_upper() {
     if !can_mount("daemon_ends_on_lazy_unmount_and_data_is_in_upper") {
