@@ -300,61 +300,85 @@ pub fn entry_of(p: &Path, mode: SnapMode) -> Result<Entry, String> {
 /// Snapshots the tree rooted at `root` (see the module documentation).
 /// The root itself is recorded under the key `""`.
 pub fn snapshot(root: &Path, mode: SnapMode) -> Tree {
+    snapshot_bounded(root, mode, usize::MAX, usize::MAX)
+}
+
+/// [`snapshot`] going at most `max_depth` levels down and recording at most
+/// `max_entries` entries (a tree that loops must not be walked forever).
+pub fn snapshot_bounded(root: &Path, mode: SnapMode, max_depth: usize, max_entries: usize) -> Tree {
     let mut t = Tree::default();
-    walk(root, "", mode, &mut t);
+    let mut w = Walk {
+        mode,
+        max_depth,
+        budget: max_entries,
+    };
+    w.walk(root, "", 0, &mut t);
     t
 }
 
-fn walk(p: &Path, rel: &str, mode: SnapMode, t: &mut Tree) {
-    let mut e = match entry_of(p, mode) {
-        Ok(e) => e,
-        Err(err) => {
-            let mut e = error_entry();
-            e.error = Some(format!("lstat: {err}"));
+struct Walk {
+    mode: SnapMode,
+    max_depth: usize,
+    budget: usize,
+}
+
+impl Walk {
+    fn walk(&mut self, p: &Path, rel: &str, depth: usize, t: &mut Tree) {
+        if self.budget == 0 {
+            return;
+        }
+        self.budget -= 1;
+        let mode = self.mode;
+        let mut e = match entry_of(p, mode) {
+            Ok(e) => e,
+            Err(err) => {
+                let mut e = error_entry();
+                e.error = Some(format!("lstat: {err}"));
+                t.0.insert(rel.to_string(), e);
+                return;
+            }
+        };
+        if e.kind != Kind::Dir || depth >= self.max_depth {
             t.0.insert(rel.to_string(), e);
             return;
         }
-    };
-    if e.kind != Kind::Dir {
-        t.0.insert(rel.to_string(), e);
-        return;
-    }
-    let mut names = Vec::new();
-    match std::fs::read_dir(p) {
-        Ok(rd) => {
-            for de in rd {
-                match de {
-                    Ok(de) => names.push(de.file_name()),
-                    Err(err) => {
-                        e.error = Some(format!("readdir: {err}"));
-                        break;
+        let mut names = Vec::new();
+        match std::fs::read_dir(p) {
+            Ok(rd) => {
+                for de in rd {
+                    match de {
+                        Ok(de) => names.push(de.file_name()),
+                        Err(err) => {
+                            e.error = Some(format!("readdir: {err}"));
+                            break;
+                        }
                     }
                 }
             }
+            Err(err) => {
+                e.error = Some(format!(
+                    "opendir: {}",
+                    err.raw_os_error()
+                        .map(errno_name)
+                        .unwrap_or(err.to_string())
+                ))
+            }
         }
-        Err(err) => {
-            e.error = Some(format!(
-                "opendir: {}",
-                err.raw_os_error()
-                    .map(errno_name)
-                    .unwrap_or(err.to_string())
-            ))
+        t.0.insert(rel.to_string(), e);
+        names.sort();
+        for n in names {
+            let n = n.to_string_lossy().into_owned();
+            let child_rel = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
+            self.walk(&p.join(&n), &child_rel, depth + 1, t);
         }
-    }
-    t.0.insert(rel.to_string(), e);
-    names.sort();
-    for n in names {
-        let n = n.to_string_lossy().into_owned();
-        let child_rel = if rel.is_empty() {
-            n.clone()
-        } else {
-            format!("{rel}/{n}")
-        };
-        walk(&p.join(&n), &child_rel, mode, t);
     }
 }
 
-pub fn error_entry() -> Entry {
+fn error_entry() -> Entry {
     Entry {
         kind: Kind::Socket,
         perm: 0,

@@ -13,7 +13,7 @@
 //! aborted), a read outside the layers (a sentinel file beside them, whose
 //! name or contents must never show through the mount), a daemon death.
 
-use super::super::common::tree::{self, Entry, SnapMode, Tree};
+use super::super::common::tree::{self, SnapMode, Tree};
 use super::super::common::{
     Scratch, cstr, errno_name, mount_kernel, mount_ovlfs, set_xattr, unmount,
 };
@@ -354,9 +354,7 @@ fn walk_bounded(mnt: &Path, probes: &[String]) -> Option<(Tree, BTreeMap<String,
     let (tx, rx) = mpsc::channel();
     let (mnt, probes) = (mnt.to_path_buf(), probes.to_vec());
     std::thread::spawn(move || {
-        let mut t = Tree::default();
-        let mut budget = MAX_ENTRIES;
-        walk(&mnt, "", 0, &mut budget, &mut t);
+        let t = tree::snapshot_bounded(&mnt, SnapMode::Merged, MAX_DEPTH, MAX_ENTRIES);
         let p = probes
             .iter()
             .map(|p| (p.clone(), probe(&mnt.join(p))))
@@ -364,47 +362,6 @@ fn walk_bounded(mnt: &Path, probes: &[String]) -> Option<(Tree, BTreeMap<String,
         let _ = tx.send((t, p));
     });
     rx.recv_timeout(WALK_TIMEOUT).ok()
-}
-
-fn walk(p: &Path, rel: &str, depth: usize, budget: &mut usize, t: &mut Tree) {
-    if *budget == 0 {
-        return;
-    }
-    *budget -= 1;
-    let mut e = match tree::entry_of(p, SnapMode::Merged) {
-        Ok(e) => e,
-        Err(err) => {
-            t.0.insert(rel.to_string(), error_entry(format!("lstat: {err}")));
-            return;
-        }
-    };
-    if e.kind != tree::Kind::Dir || depth >= MAX_DEPTH {
-        t.0.insert(rel.to_string(), e);
-        return;
-    }
-    let mut names = Vec::new();
-    match std::fs::read_dir(p) {
-        Ok(rd) => {
-            for de in rd {
-                match de {
-                    Ok(de) => names.push(de.file_name()),
-                    Err(err) => e.error = Some(format!("readdir: {}", os_err(&err))),
-                }
-            }
-        }
-        Err(err) => e.error = Some(format!("opendir: {}", os_err(&err))),
-    }
-    t.0.insert(rel.to_string(), e);
-    names.sort();
-    for n in names {
-        let n = n.to_string_lossy().into_owned();
-        let child = if rel.is_empty() {
-            n.clone()
-        } else {
-            format!("{rel}/{n}")
-        };
-        walk(&p.join(&n), &child, depth + 1, budget, t);
-    }
 }
 
 /// One path looked up on its own: type, size and contents, or the errno.
@@ -444,12 +401,6 @@ fn probe(p: &Path) -> String {
 
 fn os_err(e: &std::io::Error) -> String {
     e.raw_os_error().map(errno_name).unwrap_or(e.to_string())
-}
-
-fn error_entry(msg: String) -> Entry {
-    let mut e = tree::error_entry();
-    e.error = Some(msg);
-    e
 }
 
 /// A hung FUSE mount: abort its connection so the walk's thread returns
