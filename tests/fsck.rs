@@ -575,3 +575,37 @@ fn an_upper_tied_to_other_lowers_is_reported() {
     let (code, out) = s.fsck("-n");
     assert_eq!(code, 0, "{out}");
 }
+
+/// A metacopy file the kernel moved (same directory: relative redirect;
+/// elsewhere: absolute) finds its data through its redirect: not a problem.
+#[test]
+fn moved_metacopy_files_have_their_data() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let st = Stack::new(s.path(), |l2| {
+        fs::create_dir_all(l2.join("d")).unwrap();
+        fs::write(l2.join("d/same"), b"data of same").unwrap();
+        fs::write(l2.join("d/away"), b"data of away").unwrap();
+    });
+    st.mount();
+    for f in ["d/same", "d/away"] {
+        let p = st.m.join(f);
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    fs::rename(st.m.join("d/same"), st.m.join("d/renamed")).unwrap();
+    fs::rename(st.m.join("d/away"), st.m.join("moved")).unwrap();
+    st.unmount();
+    assert!(common::lxattr(&st.u.join("d/renamed"), "trusted.overlay.metacopy").is_some());
+    let same = common::lxattr(&st.u.join("d/renamed"), "trusted.overlay.redirect");
+    assert_eq!(
+        same.as_deref(),
+        Some(&b"same"[..]),
+        "a relative redirect in place"
+    );
+    assert!(common::lxattr(&st.u.join("moved"), "trusted.overlay.redirect").is_some());
+    let (code, out) = st.fsck("-n");
+    assert!(!out.contains("metacopy-no-data"), "{out}");
+    assert_eq!(code, 0, "{out}");
+}

@@ -95,8 +95,10 @@ impl Fsck<'_> {
             if kind == libc::S_IFREG
                 && sys::getxattr(fd.as_fd(), self.x.get(OvlXattr::Metacopy)).is_ok()
             {
+                // Found where its redirect says (a moved metacopy file), else by name.
                 let data = match Redirect::read(&self.x, fd.as_fd()) {
                     Ok(Some(Redirect::Absolute(comps))) => self.data_at(&comps),
+                    Ok(Some(Redirect::Relative(n))) => self.view.lower_has(view, &n),
                     _ => self.view.lower_has(view, name),
                 };
                 if !data {
