@@ -419,11 +419,19 @@ impl Overlay {
                                 Some(fd) => self.read_redirect(fd.as_fd())?,
                                 None => Redirect::read_at(&self.xattr, dir, &leaf)?,
                             };
+                            // As 6.18: a bottom layer's metacopy file with an
+                            // absolute redirect leads into the data-only layers
+                            // whatever metacopy= and redirect_dir= say.
+                            let to_data = bottom
+                                && !self.data_layers.is_empty()
+                                && redirect.as_ref().is_some_and(Redirect::is_absolute);
                             let next = match redirect {
                                 Some(v) => below.clone().redirected(&v),
                                 None => below.clone(),
                             };
-                            self.require_metacopy()?;
+                            if !to_data {
+                                self.require_metacopy()?;
+                            }
                             r.data = match self.find_data(plowers, next, layer + 1)? {
                                 DataSearch::Found(l, fd, st) => Some((l, fd, st)),
                                 DataSearch::Missing => None,

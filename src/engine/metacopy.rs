@@ -126,6 +126,9 @@ impl Overlay {
         start: usize,
     ) -> Result<DataSearch> {
         let mut stop = Stop::No;
+        // Data-only layers are searched only below a lower metacopy file (the
+        // kernel's ctr > 0): an upper one's redirect cannot lead there itself.
+        let mut below_lower_metacopy = start > 0;
         for layer in start..self.lowers.len() {
             let Some((dir, leaf)) = self.layer_dir(layer, plowers, &mut below, &mut stop)? else {
                 match stop {
@@ -152,6 +155,7 @@ impl Overlay {
             // redirect says (not read in the bottom layer, where it leads
             // nowhere but to data-only layers).
             stop = Stop::No;
+            below_lower_metacopy = true;
             let bottom = layer + 1 == self.lowers.len() && self.data_layers.is_empty();
             if !bottom && let Some(v) = self.read_redirect(fd.as_fd())? {
                 below = below.redirected(&v);
@@ -160,6 +164,7 @@ impl Overlay {
         // Data-only layers are reached by absolute redirects alone.
         if let Below::Path(comps) = &below
             && !self.data_layers.is_empty()
+            && below_lower_metacopy
         {
             for (i, l) in self.data_layers.iter().enumerate() {
                 let Some(dir) = walk_dirs(l.root.as_fd(), &comps[..comps.len() - 1])? else {

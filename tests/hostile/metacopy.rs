@@ -124,8 +124,64 @@ fn set_lxattr(p: &std::path::Path, name: &str, v: &[u8]) {
     unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
 }
 
+/// Data-only layers (`lowerdir=L1[:L2]::D`): reached by absolute redirects
+/// of metacopy files; from the bottom layer's even without metacopy=on.
+fn data_only() -> Vec<Case> {
+    use std::path::PathBuf;
+    let lower_meta = |l: &Layers, layer: usize, name: &str, size: u64, redirect: Option<&[u8]>| {
+        let p = l.l(layer).join(name);
+        std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+        l.ovl(&p, "metacopy", b"");
+        if let Some(r) = redirect {
+            l.ovl(&p, "redirect", r);
+        }
+    };
+    // The last layer given is the data-only one.
+    let with_data = |l: &Layers| {
+        let n = l.lowers.len();
+        let mut v: Vec<PathBuf> = l.lowers[..n - 1].to_vec();
+        v.push(PathBuf::new());
+        v.push(l.lowers[n - 1].clone());
+        v
+    };
+    vec![
+        Case::new(
+            "bottom lower metacopy into a data-only layer",
+            2,
+            move |l| {
+                put(l.l(1), &[("blob", "data only!")]);
+                lower_meta(l, 0, "f", 10, Some(b"/blob"));
+                lower_meta(l, 0, "g", 10, None);
+                lower_meta(l, 0, "h", 10, Some(b"/missing"));
+            },
+        )
+        .lowerdirs(with_data)
+        .probe(&["f", "g", "h"]),
+        Case::new(
+            "middle lower metacopy into a data-only layer",
+            3,
+            move |l| {
+                put(l.l(1), &[("other", "x")]);
+                put(l.l(2), &[("blob", "data only!")]);
+                lower_meta(l, 0, "f", 10, Some(b"/blob"));
+            },
+        )
+        .lowerdirs(with_data)
+        .probe(&["f"]),
+        Case::new("upper metacopy into a data-only layer", 2, move |l| {
+            put(l.l(1), &[("blob", "data only!")]);
+            put(l.l(0), &[("x", "x")]);
+            make_metacopy(l, &l.upper.join("f"), 10);
+            l.ovl(&l.upper.join("f"), "redirect", b"/blob");
+        })
+        .lowerdirs(with_data)
+        .probe(&["f"]),
+    ]
+}
+
 pub fn cases() -> Vec<Case> {
     let mut v: Vec<Case> = marks().into_iter().map(|(n, m)| with_mark(n, m)).collect();
     v.extend(data_shapes());
+    v.extend(data_only());
     v
 }
