@@ -5,7 +5,7 @@
 //! through other handles are seen, as in the kernel since 4.19.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -68,16 +68,6 @@ fn real_flags(flags: i32) -> i32 {
     flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
 }
 
-/// Open lower data for reading without touching its atime: the lower
-/// layers are never changed, as the kernel overlay reads them (O_NOATIME
-/// where the daemon may use it, as the kernel's ovl_open_realfile).
-fn open_lower(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
-    match sys::reopen(fd, flags | libc::O_NOATIME) {
-        Err(e) if e == Errno::EPERM => sys::reopen(fd, flags),
-        r => r,
-    }
-}
-
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -104,7 +94,8 @@ impl Overlay {
         let fd = node.data_fd()?.ok_or(Errno::ENOENT)?;
         let real = match on_upper {
             true => sys::reopen(fd.as_fd(), real_flags(flags))?,
-            false => open_lower(fd.as_fd(), real_flags(flags))?,
+            // Lower layers are never changed, atimes included.
+            false => sys::reopen_noatime(fd.as_fd(), real_flags(flags))?,
         };
         if flags & libc::O_TRUNC != 0 && caller.uid != 0 {
             // A truncating open drops set-ID bits for a caller without
@@ -137,7 +128,7 @@ impl Overlay {
         if self.read_only() {
             let data = f.node.data_fd().ok()??;
             if !f.node.data_in_upper() {
-                return open_lower(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
+                return sys::reopen_noatime(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
             }
             return sys::reopen(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
         }

@@ -277,10 +277,8 @@ impl Overlay {
                 if is_dir(&st) {
                     r.opaque = dir_is_opaque(&self.xattr, fd.as_fd(), false);
                     descend = !r.opaque;
-                    // Not followed anywhere, the kernel does not even read it.
-                    let follows = self.cfg.redirect_dir != RedirectDir::NoFollow;
                     if descend
-                        && (follows || !plowers.is_empty())
+                        && self.reads_upper_redirect(&plowers)
                         && let Some(v) = self.read_redirect(fd.as_fd())?
                     {
                         below = below.redirected(&v);
@@ -299,8 +297,7 @@ impl Overlay {
             if self.has_metacopy_mark(fd.as_fd(), st)? {
                 // As the kernel: a bad redirect (EINVAL) before the refusal of
                 // metacopy files without metacopy=on (EPERM).
-                let follows = self.cfg.redirect_dir != RedirectDir::NoFollow;
-                if (follows || !plowers.is_empty())
+                if self.reads_upper_redirect(&plowers)
                     && let Some(v) = self.read_redirect(fd.as_fd())?
                 {
                     below = below.redirected(&v);
@@ -477,6 +474,13 @@ impl Overlay {
             RedirectDir::NoFollow => plowers.last().is_none_or(|e| e.layer == layer),
             _ => layer + 1 == self.lowers.len(),
         }
+    }
+
+    /// Whether an upper object's redirect is read at all: not where it
+    /// could lead nowhere (nofollow and a parent without lower directories),
+    /// as the kernel does not read it there.
+    fn reads_upper_redirect(&self, plowers: &[LowerEntry]) -> bool {
+        self.cfg.redirect_dir != RedirectDir::NoFollow || !plowers.is_empty()
     }
 
     /// With redirect_dir=nofollow a redirect met on the way down fails the

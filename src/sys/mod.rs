@@ -79,6 +79,21 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// Run `open` with O_NOATIME, again without it where refused (O_NOATIME
+/// needs the file's owner or CAP_FOWNER): reads that leave atimes alone,
+/// as the kernel overlay reads lower layers.
+fn with_noatime<T>(open: impl Fn(i32) -> Result<T, Errno>) -> Result<T, Errno> {
+    match open(libc::O_NOATIME) {
+        Err(e) if e == Errno::EPERM => open(0),
+        r => r,
+    }
+}
+
+/// [`reopen`] without touching the file's atime where allowed.
+pub fn reopen_noatime(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd, Errno> {
+    with_noatime(|extra| reopen(fd, flags | extra))
+}
+
 pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Stat, Errno> {
     let c = cstr(name)?;
     // SAFETY: zeroed stat is a valid out buffer.
@@ -507,10 +522,7 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
 /// (O_NOATIME: its owner or CAP_FOWNER), as the kernel overlay reads lower
 /// layers.
 pub fn read_dir_noatime(dir: BorrowedFd<'_>) -> Result<Vec<RawDirEntry>, Errno> {
-    match read_dir_with(dir, libc::O_NOATIME) {
-        Err(e) if e == Errno::EPERM => read_dir_with(dir, 0),
-        r => r,
-    }
+    with_noatime(|extra| read_dir_with(dir, extra))
 }
 
 fn read_dir_with(dir: BorrowedFd<'_>, extra: i32) -> Result<Vec<RawDirEntry>, Errno> {

@@ -314,6 +314,10 @@ pub fn mount_kernel(
     extra_opts: &[&str],
 ) -> Result<(), String> {
     let opts = overlay_options(lowers, upper, work, extra_opts)?;
+    // mount(2) takes one page of options: more layers go one by one.
+    if opts.len() >= 4096 {
+        return fsmount_overlay(lowers, upper, work, mnt, extra_opts);
+    }
     let data = CString::new(opts.clone()).unwrap();
     let ov = CString::new("overlay").unwrap();
     let flags = if upper.is_none() { libc::MS_RDONLY } else { 0 };
@@ -334,6 +338,82 @@ pub fn mount_kernel(
         ));
     }
     Ok(())
+}
+
+/// The kernel overlay mounted through the new mount API, one `lowerdir+`
+/// per layer (no page-size limit on the option string).
+fn fsmount_overlay(
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+    mnt: &Path,
+    opts: &[&str],
+) -> Result<(), String> {
+    const SET_FLAG: libc::c_long = 0;
+    const SET_STRING: libc::c_long = 1;
+    const CMD_CREATE: libc::c_long = 6;
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1) } as libc::c_long;
+    if fs < 0 {
+        return Err(format!(
+            "fsopen overlay: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let config = |cmd: libc::c_long, k: &str, v: Option<&str>| -> Result<(), String> {
+        let kc = CString::new(k).unwrap();
+        let vc = v.map(|v| CString::new(v).unwrap());
+        let vp = vc.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        let kp = if cmd == CMD_CREATE {
+            std::ptr::null()
+        } else {
+            kc.as_ptr()
+        };
+        let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs, cmd, kp, vp, 0) };
+        if r < 0 {
+            return Err(format!(
+                "fsconfig {k}={v:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    };
+    let result = (|| {
+        for l in lowers {
+            config(SET_STRING, "lowerdir+", Some(&l.to_string_lossy()))?;
+        }
+        if let (Some(u), Some(w)) = (upper, work) {
+            config(SET_STRING, "upperdir", Some(&u.to_string_lossy()))?;
+            config(SET_STRING, "workdir", Some(&w.to_string_lossy()))?;
+        }
+        for o in opts {
+            match o.split_once('=') {
+                Some((k, v)) => config(SET_STRING, k, Some(v))?,
+                None => config(SET_FLAG, o, None)?,
+            }
+        }
+        config(CMD_CREATE, "", None)?;
+        let m = unsafe { libc::syscall(libc::SYS_fsmount, fs, 1, 0) } as libc::c_long;
+        if m < 0 {
+            return Err(format!("fsmount: {}", std::io::Error::last_os_error()));
+        }
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                m,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                cstr(mnt).as_ptr(),
+                4, // MOVE_MOUNT_F_EMPTY_PATH
+            )
+        };
+        unsafe { libc::close(m as i32) };
+        if r < 0 {
+            return Err(format!("move_mount: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    unsafe { libc::close(fs as i32) };
+    result
 }
 
 /// Mounts ovlfs: runs `ovlfs -o OPTS MNT`, which daemonizes and returns once
