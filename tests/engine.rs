@@ -171,8 +171,8 @@ fn copy_up_keeps_metadata_and_is_atomic() {
         "lower untouched"
     );
     assert_eq!(
-        ovl.getattr(ino).unwrap().ino,
-        before.ino,
+        ovl.getattr(ino).unwrap().st_ino,
+        before.st_ino,
         "inode number survives copy-up"
     );
     assert_eq!(
@@ -389,7 +389,7 @@ fn uuid_modes() {
     write(&s.p("l1/g"), "x");
     let ovl = s.mount_with(",uuid=off");
     let g = lookup_path(&ovl, "g").unwrap();
-    let before = ovl.getattr(g).unwrap().ino;
+    let before = ovl.getattr(g).unwrap().st_ino;
     ovl.setattr(
         g,
         SetAttr {
@@ -404,7 +404,7 @@ fn uuid_modes() {
     let ovl = s.mount_with(",uuid=off");
     let g = lookup_path(&ovl, "g").unwrap();
     assert_eq!(
-        ovl.getattr(g).unwrap().ino,
+        ovl.getattr(g).unwrap().st_ino,
         before,
         "the inode number survives the remount"
     );

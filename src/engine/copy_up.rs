@@ -182,8 +182,13 @@ impl Overlay {
             });
         }
         set_data_state(node, how, &lower);
-        self.nodes.rekey(node, Key::new(ust.st_dev, ust.st_ino));
-        if ust.st_nlink != st.st_nlink {
+        let key = Key::new(ust.st_dev, ust.st_ino);
+        self.nodes.rekey(node, key);
+        // A lower hard link split by the copy shows its own number now.
+        let renumbered = !node.is_dir()
+            && !Self::shows_origin_ino(st.st_nlink, false)
+            && self.nodes.renumber(node, key);
+        if ust.st_nlink != st.st_nlink || renumbered {
             self.attr_changed(node.ino);
         }
         Ok(ufd)

@@ -14,7 +14,10 @@ use crate::sys::{self, Stat};
 /// Attributes of an overlay inode, as the overlay shows them.
 #[derive(Debug, Clone, Copy)]
 pub struct Attr {
+    /// The node id: what the engine's calls take.
     pub ino: u64,
+    /// The inode number shown (several nodes may show one, see Node::st_ino).
+    pub st_ino: u64,
     pub stat: Stat,
     /// Several names share this inode and which one an operation comes
     /// through matters (index=on hard links): not to be cached by the kernel.
@@ -76,6 +79,7 @@ impl Overlay {
         }
         Ok(Attr {
             ino: node.ino,
+            st_ino: node.st_ino(),
             stat,
             shared: self.is_indexed(node),
         })
@@ -94,6 +98,7 @@ impl Overlay {
             Some(f) if f.node.ino == ino && node.data_in_upper() && !self.is_indexed(&node) => {
                 Ok(Attr {
                     ino,
+                    st_ino: node.st_ino(),
                     stat: sys::fstat(f.real_fd()?.as_fd())?,
                     shared: false,
                 })

@@ -41,6 +41,9 @@ pub struct Resolved {
     pub lower_positive: bool,
     /// The lower object an upper non-directory was copied from (its origin).
     pub origin: Option<Key>,
+    /// The origin's link count: a lower hard link's number is not shown by
+    /// an upper copy that may have split from its other names.
+    pub origin_links: u64,
     /// The upper directory's redirect (where its lower directories are).
     pub redirect: Option<Redirect>,
     /// A lower directory's redirect was followed.
@@ -85,7 +88,9 @@ impl Resolved {
     /// Identity whose inode number the object shows: the origin of a copied-up
     /// file, the top lower directory of a merged one, else the key itself.
     fn ino_key(&self, key: Key) -> Key {
-        if let Some(o) = self.origin {
+        if let Some(o) = self.origin
+            && Overlay::shows_origin_ino(self.origin_links, self.index_name.is_some())
+        {
             return o;
         }
         match (self.lowers.first(), self.is_dir()) {
@@ -243,6 +248,7 @@ impl Overlay {
                 r.data = None;
             }
             r.origin = Some(Key::new(st.st_dev, st.st_ino));
+            r.origin_links = st.st_nlink;
             r.index = Some((ifd, ist));
         }
         r.index_name = Some(iname);
@@ -293,7 +299,10 @@ impl Overlay {
         if let Some((fd, st)) = &r.upper
             && !is_dir(st)
         {
-            r.origin = self.decode_origin(fd.as_fd(), st);
+            if let Some(o) = self.decode_origin(fd.as_fd(), st) {
+                r.origin = Some(Key::new(o.st_dev, o.st_ino));
+                r.origin_links = o.st_nlink;
+            }
             if self.has_metacopy_mark(fd.as_fd(), st)? {
                 // As the kernel: a bad redirect (EINVAL) before the refusal of
                 // metacopy files without metacopy=on (EPERM).
@@ -316,6 +325,7 @@ impl Overlay {
                     && *l < self.lowers.len()
                 {
                     r.origin = Some(Key::new(st.st_dev, st.st_ino));
+                    r.origin_links = st.st_nlink;
                 }
             }
         }

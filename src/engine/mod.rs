@@ -82,8 +82,6 @@ pub struct Overlay {
     tmp_counter: AtomicU64,
     /// Most nodes held since memory was last returned to the system.
     node_peak: std::sync::atomic::AtomicUsize,
-    /// st_ino of the mount root.
-    root_st_ino: u64,
     /// The `uuid=` mode in effect (see origin::settle_uuid).
     uuid: crate::params::UuidMode,
     /// Told when a node's attributes change behind the kernel's back (copy-up
@@ -117,7 +115,6 @@ impl Overlay {
         let nodes = NodeTable::new(root, scheme);
         let mut ov = Overlay {
             uuid,
-            root_st_ino: nodes.root_st_ino(),
             nodes,
             cfg,
             xattr,
@@ -228,15 +225,6 @@ impl Overlay {
             && let Err(e) = remove_tree(work.as_fd(), name)
         {
             tracing::warn!(?name, %e, "cannot clean up workdir entry");
-        }
-    }
-
-    /// st_ino of a node: its number, except for the root (see NodeTable::root_st_ino).
-    pub fn st_ino(&self, ino: u64) -> u64 {
-        if ino == ROOT_INO {
-            self.root_st_ino
-        } else {
-            ino
         }
     }
 

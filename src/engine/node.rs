@@ -161,7 +161,13 @@ pub struct NodeState {
 }
 
 pub struct Node {
+    /// The node id the kernel knows this node by (FUSE's nodeid).
     pub ino: u64,
+    /// The inode number it shows (st_ino, d_ino): the same for nodes the
+    /// kernel overlay shows as one number (the names of a lower hard link
+    /// without an index), where node ids must differ. Changes once at most:
+    /// when copy-up breaks such a link.
+    st_ino: AtomicU64,
     /// S_IFMT bits: the type never changes for the life of a node.
     pub kind: u32,
     lookups: AtomicU64,
@@ -197,6 +203,7 @@ impl Node {
     pub fn new(ino: u64, kind: u32, state: NodeState, key: Key) -> Node {
         Node {
             ino,
+            st_ino: AtomicU64::new(ino),
             kind,
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
@@ -209,6 +216,10 @@ impl Node {
 
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
+    }
+
+    pub fn st_ino(&self) -> u64 {
+        self.st_ino.load(Ordering::Relaxed)
     }
 
     /// Hold the upper object open from now on: its name is about to go (unlink,
@@ -343,23 +354,32 @@ impl NodeTable {
     pub fn new(root: Node, scheme: InoScheme) -> NodeTable {
         root.lookups.store(1, Ordering::Relaxed);
         let key = *root.key.lock().unwrap();
-        let root = Arc::new(root);
-        let mut by_ino = HashMap::new();
-        by_ino.insert(ROOT_INO, root);
-        let mut by_key = HashMap::new();
-        by_key.insert(key, ROOT_INO);
         // Numbers no real object gets: with xino the reserved bit just below
         // the filesystem id (as the kernel's non-persistent numbers), else 2^62.
         let fallback = match &scheme {
             InoScheme::Xino { bits, .. } => 1u64 << (64 - bits),
             _ => 1 << 62,
         };
-        NodeTable {
-            maps: RwLock::new(Maps { by_ino, by_key }),
+        let mut table = NodeTable {
+            maps: RwLock::new(Maps {
+                by_ino: HashMap::new(),
+                by_key: HashMap::new(),
+            }),
             fallback: AtomicU64::new(fallback + 2),
             scheme,
             devs: Mutex::new(Vec::new()),
-        }
+        };
+        // The root's node id is fixed at 1 by FUSE; it shows the upper root's
+        // number (else the top lower root's), as the kernel reports.
+        let st_ino = match &table.scheme {
+            InoScheme::SameFs => key.ino,
+            _ => table.natural_ino(key),
+        };
+        root.st_ino.store(st_ino, Ordering::Relaxed);
+        let maps = table.maps.get_mut().unwrap();
+        maps.by_ino.insert(ROOT_INO, Arc::new(root));
+        maps.by_key.insert(key, ROOT_INO);
+        table
     }
 
     /// Whether upper objects keep their real numbers (one filesystem, or
@@ -418,31 +438,18 @@ impl NodeTable {
         }
     }
 
-    /// The inode number the root shows (its node id is fixed at 1 by FUSE): the
-    /// upper root's (else the top lower root's), as the kernel reports.
-    pub fn root_st_ino(&self) -> u64 {
-        let key = *self
-            .get(ROOT_INO)
-            .expect("the root is never forgotten")
-            .key
-            .lock()
-            .unwrap();
-        match &self.scheme {
-            InoScheme::SameFs => key.ino,
-            _ => self.natural_ino(key),
-        }
-    }
-
-    /// The number of the live node with this identity, if the kernel holds one.
-    pub fn live_ino(&self, key: Key) -> Option<u64> {
-        self.maps.read().unwrap().by_key.get(&key).copied()
+    /// The st_ino of the live node with this identity, if the kernel holds one.
+    pub fn live_st_ino(&self, key: Key) -> Option<u64> {
+        let maps = self.maps.read().unwrap();
+        let id = maps.by_key.get(&key)?;
+        maps.by_ino.get(id).map(|n| n.st_ino())
     }
 
     /// The inode number an entry with this identity shows in a listing: the
     /// live node's, else the one a lookup would give it.
     pub fn ino_hint(&self, key: Key) -> u64 {
-        if let Some(i) = self.maps.read().unwrap().by_key.get(&key) {
-            return *i;
+        if let Some(i) = self.live_st_ino(key) {
+            return i;
         }
         if key.ino <= ROOT_INO {
             return key.ino;
@@ -475,11 +482,16 @@ impl NodeTable {
             n.lookups.fetch_add(1, Ordering::Relaxed);
             return n.clone();
         }
-        let mut ino = self.natural_ino(ino_key);
+        // A node id taken (another name of the same lower hard link) gets a
+        // number no object has; the number shown stays the natural one.
+        let st_ino = self.natural_ino(ino_key);
+        let mut ino = st_ino;
         while maps.by_ino.contains_key(&ino) {
             ino = self.fallback.fetch_add(1, Ordering::Relaxed);
         }
-        let node = Arc::new(make(ino));
+        let node = make(ino);
+        node.st_ino.store(st_ino, Ordering::Relaxed);
+        let node = Arc::new(node);
         *node.key.lock().unwrap() = key;
         node.lookups.store(1, Ordering::Relaxed);
         maps.by_ino.insert(ino, node.clone());
@@ -524,6 +536,13 @@ impl NodeTable {
         if maps.by_ino.contains_key(&node.ino) {
             maps.by_key.insert(key, node.ino);
         }
+    }
+
+    /// The node shows the number of its object `key` from now on (copy-up
+    /// broke the lower hard link whose number it showed). Whether it changed.
+    pub fn renumber(&self, node: &Node, key: Key) -> bool {
+        let st_ino = self.natural_ino(key);
+        node.st_ino.swap(st_ino, Ordering::Relaxed) != st_ino
     }
 
     /// The node's object is gone from every layer: new objects that reuse its

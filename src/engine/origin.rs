@@ -11,7 +11,7 @@ use crate::format::xattr::{OvlXattr, is_yes};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::layer::Layer;
-use super::node::{Key, Node};
+use super::node::Node;
 use super::{Errno, Overlay, Result};
 use crate::format::fh::OvlFb;
 use crate::format::xattr::XattrNames;
@@ -121,15 +121,16 @@ impl Overlay {
     /// The lower object an upper object was copied from, by its origin handle:
     /// its identity (st_dev, st_ino), if the origin decodes in one of the lower
     /// layers and is of the same type.
-    pub(super) fn decode_origin(&self, upper: BorrowedFd<'_>, upper_st: &Stat) -> Option<Key> {
+    pub(super) fn decode_origin(&self, upper: BorrowedFd<'_>, upper_st: &Stat) -> Option<Stat> {
         let value = sys::getxattr(upper, self.xattr.get(OvlXattr::Origin)).ok()?;
-        self.decode_origin_value(&value, upper_st.st_mode & libc::S_IFMT)
+        self.decode_origin_stat(&value, upper_st.st_mode & libc::S_IFMT)
     }
 
-    /// Decode a stored origin value for an object of type `kind` (S_IFMT bits).
-    pub(super) fn decode_origin_value(&self, value: &[u8], kind: u32) -> Option<Key> {
-        self.decode_origin_stat(value, kind)
-            .map(|st| Key::new(st.st_dev, st.st_ino))
+    /// Whether an upper object shows its origin's inode number (the kernel's
+    /// ovl_getattr): not a lower hard link's, which copy-up may have split
+    /// into different files, unless the index ties the names together.
+    pub(super) fn shows_origin_ino(origin_links: u64, indexed: bool) -> bool {
+        origin_links <= 1 || indexed
     }
 
     /// Decode a stored origin value: the stat of the lower object it names.

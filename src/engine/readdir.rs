@@ -205,7 +205,7 @@ impl Overlay {
                 let ino = real_ino;
                 if !wh {
                     let key = Key::new(dev, ino);
-                    let ino = match self.nodes.live_ino(key) {
+                    let ino = match self.nodes.live_st_ino(key) {
                         Some(i) => i,
                         None if !with_ino => ino,
                         None => {
@@ -279,9 +279,12 @@ impl Overlay {
         Ok(out)
     }
 
+    /// The origin whose number a non-directory entry shows, if any.
     fn entry_origin(&self, dir: BorrowedFd<'_>, name: &OsStr, kind: u32) -> Option<Key> {
         let v = sys::getxattr_at(dir, name, self.xattr.get(OvlXattr::Origin)).ok()?;
-        self.decode_origin_value(&v, kind)
+        let st = self.decode_origin_stat(&v, kind)?;
+        Self::shows_origin_ino(st.st_nlink, self.index.is_some())
+            .then(|| Key::new(st.st_dev, st.st_ino))
     }
 
     fn entry_is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
@@ -344,10 +347,13 @@ impl Overlay {
     }
 
     fn build_listing(&self, node: &Arc<Node>, generation: u64) -> Result<Listing> {
-        let parent = node.parent_and_name().0.map(|p| p.ino).unwrap_or(node.ino);
-        let dots = [(".", node.ino, 1), ("..", parent, 2)].map(|(name, ino, off)| DirEntry {
+        let parent = node
+            .parent_and_name()
+            .0
+            .map_or(node.st_ino(), |p| p.st_ino());
+        let dots = [(".", node.st_ino(), 1), ("..", parent, 2)].map(|(name, ino, off)| DirEntry {
             name: name.into(),
-            ino: self.st_ino(ino),
+            ino,
             kind: libc::S_IFDIR,
             off,
         });

@@ -94,7 +94,7 @@ fn file_type(kind: u32) -> FileType {
 fn to_attr(a: &Attr) -> FileAttr {
     let s = &a.stat;
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(a.st_ino),
         size: s.st_size as u64,
         blocks: s.st_blocks as u64,
         atime: time(s.st_atime, s.st_atime_nsec),
@@ -179,14 +179,6 @@ impl OverlayFs {
         ferr(e)
     }
 
-    /// Attributes for an attribute reply: only there may st_ino differ from
-    /// the node id (the root's, fixed at 1 by FUSE).
-    fn attr_reply(&self, a: &Attr) -> FileAttr {
-        let mut attr = to_attr(a);
-        attr.ino = INodeNo(self.ovl.st_ino(a.ino));
-        attr
-    }
-
     /// Reply with a node the engine handed one kernel reference; give the
     /// reference back if the reply cannot be made.
     fn reply_node(
@@ -206,7 +198,7 @@ impl OverlayFs {
                 if !ttl.is_zero() {
                     self.given.note(parent.0, name, a.ino);
                 }
-                reply.entry(&ttl, &to_attr(&a), Generation(0))
+                reply.entry_node(&ttl, INodeNo(a.ino), &to_attr(&a), Generation(0))
             }
             Err(e) => {
                 self.ovl.forget(n.ino, 1);
@@ -262,7 +254,7 @@ impl Filesystem for OverlayFs {
             None => self.ovl.getattr(ino.0),
         };
         match r {
-            Ok(a) => reply.attr(&self.ttl(&a), &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &to_attr(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
     }
@@ -295,7 +287,7 @@ impl Filesystem for OverlayFs {
             fh: fh.map(|f| f.0),
         };
         match self.ovl.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&self.ttl(&a), &self.attr_reply(&a)),
+            Ok(a) => reply.attr(&self.ttl(&a), &to_attr(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
@@ -676,23 +668,26 @@ impl Filesystem for OverlayFs {
         // it decide afresh.
         let filled = flags & libc::O_TRUNC != 0 || flags & libc::O_ACCMODE == libc::O_RDWR;
         let backing = || filled.then(|| self.ovl.backing_file(fh)).flatten();
-        let (ttl, attr) = (self.ttl(&a), to_attr(&a));
+        let (ttl, node, attr) = (self.ttl(&a), INodeNo(a.ino), to_attr(&a));
         match self.io.open(a.ino, backing, |fd| reply.open_backing(fd)) {
             // Not cached while the kernel writes it behind our back.
-            Decision::Passthrough(id) => reply.created_passthrough(
+            Decision::Passthrough(id) => reply.created_node(
                 &Duration::ZERO,
+                node,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::FOPEN_NOFLUSH,
-                &id,
+                Some(&id),
             ),
-            Decision::Daemon { .. } => reply.created(
+            Decision::Daemon { .. } => reply.created_node(
                 &ttl,
+                node,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::FOPEN_NOFLUSH,
+                None,
             ),
         }
     }

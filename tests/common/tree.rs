@@ -18,7 +18,7 @@
 //! recorded in the entry instead of aborting the snapshot, so two broken
 //! views can still be compared and reported.
 use super::{cstr, errno, errno_name};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -135,6 +135,10 @@ pub struct Entry {
     pub nlink: Option<u64>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
     pub mtime: Mtime,
+    /// The first path of the walk with this entry's (st_dev, st_ino), if
+    /// another: which names share an inode number (hard links, copy-up
+    /// origins), not the numbers themselves.
+    pub same_ino: Option<String>,
     /// Errors met on this entry (readdir of a directory, listxattr, lstat).
     pub error: Option<String>,
 }
@@ -248,6 +252,7 @@ pub fn entry_of(p: &Path, mode: SnapMode) -> Result<Entry, String> {
         nlink: None,
         xattrs: BTreeMap::new(),
         mtime: norm_mtime(md.mtime(), md.mtime_nsec()),
+        same_ino: None,
         error: None,
     };
     match kind {
@@ -311,6 +316,7 @@ pub fn snapshot_bounded(root: &Path, mode: SnapMode, max_depth: usize, max_entri
         mode,
         max_depth,
         budget: max_entries,
+        first: HashMap::new(),
     };
     w.walk(root, "", 0, &mut t);
     t
@@ -320,6 +326,8 @@ struct Walk {
     mode: SnapMode,
     max_depth: usize,
     budget: usize,
+    /// The first path met with each (st_dev, st_ino).
+    first: HashMap<(u64, u64), String>,
 }
 
 impl Walk {
@@ -338,6 +346,7 @@ impl Walk {
                 return;
             }
         };
+        self.note_ino(p, rel, &mut e);
         if e.kind != Kind::Dir || depth >= self.max_depth {
             t.0.insert(rel.to_string(), e);
             return;
@@ -378,6 +387,22 @@ impl Walk {
     }
 }
 
+impl Walk {
+    /// Which earlier path shares this entry's inode number. Not for layer
+    /// whiteouts: the kernel links all it makes to one inode.
+    fn note_ino(&mut self, p: &Path, rel: &str, e: &mut Entry) {
+        let whiteout = e.kind == Kind::Char && e.rdev == Some((0, 0));
+        if self.mode == SnapMode::Layer && whiteout {
+            return;
+        }
+        if let Ok(md) = std::fs::symlink_metadata(p) {
+            let first = self.first.entry((md.dev(), md.ino()));
+            let first = first.or_insert_with(|| rel.to_string());
+            e.same_ino = (first != rel).then(|| first.clone());
+        }
+    }
+}
+
 fn error_entry() -> Entry {
     Entry {
         kind: Kind::Socket,
@@ -391,6 +416,7 @@ fn error_entry() -> Entry {
         nlink: None,
         xattrs: BTreeMap::new(),
         mtime: Mtime::Recent,
+        same_ino: None,
         error: None,
     }
 }
@@ -422,6 +448,9 @@ pub fn describe(e: &Entry) -> String {
     }
     if let Some(n) = e.nlink {
         s += &format!(" nlink={n}");
+    }
+    if let Some(f) = &e.same_ino {
+        s += &format!(" ino-of={f:?}");
     }
     match &e.content {
         Some(Ok(h)) => s += &format!(" hash={h:016x}"),
@@ -487,6 +516,7 @@ pub fn diff(a: &Tree, b: &Tree, an: &str, bn: &str) -> Vec<String> {
                 cmp!(target, "{:?}");
                 cmp!(rdev, "{:?}");
                 cmp!(nlink, "{:?}");
+                cmp!(same_ino, "{:?}");
                 cmp!(mtime, "{}");
                 cmp!(error, "{:?}");
                 if ea.xattrs != eb.xattrs {

@@ -479,16 +479,7 @@ fn compare(what: &str, k: &View, o: &View, sentinel_hash: u64, alias: &[String])
     let (kt, ot) = (only(&k.merged, keep), only(&o.merged, keep));
     let d = tree::diff(&kt, &ot, "kernel", "ovlfs");
     out.extend(d.into_iter().map(|l| format!("{what} merged: {l}")));
-    // Names of a hard-linked file are left out: without index=on the kernel
-    // shows every name of a lower hard link with its one number, ovlfs each
-    // with its own (README, "Not supported yet").
-    let linked = |p: &str| {
-        k.merged
-            .0
-            .get(p)
-            .is_some_and(|e| e.nlink.is_some_and(|n| n > 1))
-    };
-    for (p, kf) in k.same_ino.iter().filter(|(p, _)| keep(p) && !linked(p)) {
+    for (p, kf) in k.same_ino.iter().filter(|(p, _)| keep(p)) {
         if let Some(of) = o.same_ino.get(p)
             && of != kf
         {
