@@ -59,7 +59,7 @@ mod steps;
 use common::exec::Exec;
 use common::fixture::{self, Layout};
 use common::ops::Outcome;
-use common::tree::{SnapMode, diff, index_snapshot, snapshot};
+use common::tree::{SnapMode, diff, index_snapshot, inode_numbers, inode_numbers_diff, snapshot};
 use common::{Scratch, mount_kernel, mount_ovlfs, require_root_and_fuse, unmount};
 use random::gen_sequence;
 use std::sync::{Arc, Mutex};
@@ -390,6 +390,10 @@ impl Runner {
         eo.close_all();
         self.watchdog.note(|| format!("{label}: final checks"));
         let merged_o = snapshot(&ora.mnt, SnapMode::Merged);
+        // The numbers themselves: compared with the other side's mount of the
+        // same layers in the cross-mount below.
+        let numbers_o = inode_numbers(&ora.mnt);
+        let numbers_s = inode_numbers(&sub.mnt);
         if !diverged {
             let d = diff(
                 &snapshot(&sub.mnt, SnapMode::Merged),
@@ -476,15 +480,17 @@ impl Runner {
                 sub,
                 "kernel on subject-written layers",
                 &self.oracle_opts[..],
+                &numbers_s,
             ),
             (
                 self.imp,
                 ora,
                 "subject on kernel-written layers",
                 &self.subject_opts[..],
+                &numbers_o,
             ),
         ];
-        for (imp, l, what, opts) in cross {
+        for (imp, l, what, opts, numbers) in cross {
             if let Err(e) = mount_with(imp, l, false, opts) {
                 fail(
                     res,
@@ -505,6 +511,17 @@ impl Runner {
                     Signature::State("cross-mount".into()),
                     format!(
                         "cross-mount ({what}) shows a different tree:\n{}",
+                        show_diff(&d)
+                    ),
+                );
+            }
+            let d = inode_numbers_diff(&inode_numbers(&l.mnt), numbers, what, "before");
+            if !d.is_empty() {
+                fail(
+                    res,
+                    Signature::State("cross-mount numbers".into()),
+                    format!(
+                        "cross-mount ({what}) shows other inode numbers:\n{}",
                         show_diff(&d)
                     ),
                 );

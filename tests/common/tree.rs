@@ -403,6 +403,46 @@ impl Walk {
     }
 }
 
+/// The st_ino of every path of a merged view (the numbers themselves: the
+/// same layers must show the same numbers under either implementation).
+pub fn inode_numbers(root: &Path) -> BTreeMap<String, u64> {
+    fn walk(p: &Path, rel: String, out: &mut BTreeMap<String, u64>) {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        out.insert(rel.clone(), md.ino());
+        if !md.is_dir() {
+            return;
+        }
+        for de in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let n = de.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                n
+            } else {
+                format!("{rel}/{n}")
+            };
+            walk(&de.path(), child, out);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, String::new(), &mut out);
+    out
+}
+
+/// Where two [`inode_numbers`] maps differ, one line each.
+pub fn inode_numbers_diff(
+    a: &BTreeMap<String, u64>,
+    b: &BTreeMap<String, u64>,
+    an: &str,
+    bn: &str,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("st_ino of {k:?}: {an}={:?} {bn}={:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
 fn error_entry() -> Entry {
     Entry {
         kind: Kind::Socket,
