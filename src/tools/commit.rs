@@ -42,7 +42,7 @@ pub(super) struct Writer<'a> {
     /// `--in-place`: the tree written into is a copy of the top lower layer,
     /// and these are the layers under it.
     below: Option<Below<'a>>,
-    /// Merged inode number of a hard-linked file → where it was written first.
+    /// Inode number shown by a hard-linked file → where it was written first.
     links: HashMap<u64, PathBuf>,
     report: CommitReport,
     /// Directories written, with the times to give them at the end.
@@ -130,7 +130,9 @@ impl<'a> Writer<'a> {
         let st = a.stat;
         let kind = st.st_mode & libc::S_IFMT;
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
-            if let Some(first) = self.links.get(&ino).cloned() {
+            // By the number shown: the names of a lower hard link are
+            // different nodes showing one number (index=off).
+            if let Some(first) = self.links.get(&a.st_ino).cloned() {
                 let src = sys::openat(
                     self.into.as_fd(),
                     first.as_os_str(),
@@ -142,7 +144,7 @@ impl<'a> Writer<'a> {
                 self.report.entries += 1;
                 return Ok(());
             }
-            self.links.insert(ino, rel.to_path_buf());
+            self.links.insert(a.st_ino, rel.to_path_buf());
         }
         let e = self.err(rel, "cannot create");
         match kind {

@@ -55,7 +55,7 @@ struct LayerWriter<'a> {
     view: View,
     tar: tar::Builder<Sink>,
     archive: &'a Path,
-    /// Merged inode of a hard-linked file → its first path in the archive.
+    /// Inode number shown by a hard-linked file → its first path in the archive.
     links: HashMap<u64, Vec<u8>>,
     dirs_written: HashSet<PathBuf>,
     opaque: HashSet<PathBuf>,
@@ -163,12 +163,12 @@ impl LayerWriter<'_> {
 
     /// Merged node `ino` as the entry `rel`.
     fn node(&mut self, rel: &Path, ino: u64) -> Result<(), ToolError> {
-        let st = self
+        let a = self
             .view
             .ovl
             .getattr(ino)
-            .map_err(self.view_err(rel, "cannot stat in the merged view"))?
-            .stat;
+            .map_err(self.view_err(rel, "cannot stat in the merged view"))?;
+        let st = a.stat;
         let kind = st.st_mode & libc::S_IFMT;
         let mut name = rel.as_os_str().as_bytes().to_vec();
         if kind == libc::S_IFDIR {
@@ -200,12 +200,14 @@ impl LayerWriter<'_> {
         }
         h.set_size(0);
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
-            if let Some(first) = self.links.get(&ino).cloned() {
+            // By the number shown: the names of a lower hard link are
+            // different nodes showing one number (index=off).
+            if let Some(first) = self.links.get(&a.st_ino).cloned() {
                 h.set_entry_type(EntryType::Link);
                 set_link_name(&mut h, &mut pax, &first);
                 return self.append(&mut h, &pax);
             }
-            self.links.insert(ino, name.clone());
+            self.links.insert(a.st_ino, name.clone());
         }
         match kind {
             libc::S_IFDIR => h.set_entry_type(EntryType::Directory),

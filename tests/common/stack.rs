@@ -42,12 +42,16 @@ pub fn set_times(p: &Path, sec: i64, nsec: i64) {
 
 /// Lower layers and an upper written through the kernel overlay with
 /// redirects, metacopy, whiteouts, an opaque dir (with a lower dir of the
-/// same name below it), hard links, xattrs, devices, long and odd names.
-/// Returns (lowers, upper, the overlay's merged view).
+/// same name below it), hard links (in the upper and in a lower), xattrs,
+/// devices, long and odd names. Returns (lowers, upper, the overlay's merged
+/// view).
 pub fn changed_stack(d: &Path) -> (Vec<PathBuf>, PathBuf, Tree) {
     let [l1, l2, u, w, m] = stack_dirs(d);
     write_files(&l2, LOWER2);
     fs::write(l1.join("top"), "t").unwrap();
+    // A lower hard link: one st_ino for both names in the view (index=off).
+    fs::write(l1.join("lh1"), "lower link").unwrap();
+    fs::hard_link(l1.join("lh1"), l1.join("lh2")).unwrap();
     let lowers = vec![l1.clone(), l2.clone()];
     mount_kernel(
         &lowers,
