@@ -609,3 +609,52 @@ fn moved_metacopy_files_have_their_data() {
     assert!(!out.contains("metacopy-no-data"), "{out}");
     assert_eq!(code, 0, "{out}");
 }
+
+/// A redirect that leads nowhere: the mount shows the upper directory alone.
+/// The repair keeps that view: where a lower directory of the same name
+/// would merge once the redirect is gone, the directory becomes opaque.
+#[test]
+fn dangling_redirects_are_repaired_to_the_view_the_kernel_showed() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let scratch = Scratch::new().unwrap();
+    let s = Stack::new(&scratch.subdir("d"), |l| {
+        fs::create_dir_all(l.join("a/sub")).unwrap();
+        fs::write(l.join("a/x"), "lower x").unwrap();
+        fs::write(l.join("a/sub/y"), "lower y").unwrap();
+        fs::write(l.join("f"), "f").unwrap();
+    });
+    s.mount();
+    s.unmount();
+    for (dir, target) in [("a", "/nowhere"), ("n", "/gone/too"), ("f2", "/f")] {
+        fs::create_dir_all(s.u.join(dir)).unwrap();
+        fs::write(s.u.join(dir).join("own"), dir).unwrap();
+        common::set_xattr(&s.u.join(dir), "trusted.overlay.redirect", target.as_bytes());
+    }
+    s.mount();
+    let before = tree::snapshot(&s.m, tree::SnapMode::Merged);
+    s.unmount();
+    assert!(!before.0.contains_key("a/x"), "the kernel merges nothing at a");
+
+    let (code, out) = s.fsck("-y");
+    assert_eq!(code, 1, "all repaired: {out}");
+    for dir in ["a", "n", "f2"] {
+        assert!(
+            found_at(&out, "repaired", "dangling-redirect", &s.u.join(dir)),
+            "{dir}: {out}"
+        );
+        assert!(common::lxattr(&s.u.join(dir), "trusted.overlay.redirect").is_none());
+    }
+    let opaque = |d: &str| common::lxattr(&s.u.join(d), "trusted.overlay.opaque");
+    assert_eq!(opaque("a").as_deref(), Some(&b"y"[..]), "a hides the lower a");
+    assert_eq!(opaque("n"), None, "nothing below n to hide");
+    let (code, out) = s.fsck("-n");
+    assert_eq!(code, 0, "clean after the repair: {out}");
+
+    s.mount();
+    let after = tree::snapshot(&s.m, tree::SnapMode::Merged);
+    s.unmount();
+    let d = tree::diff(&before, &after, "before", "after");
+    assert!(d.is_empty(), "the view changed:\n{}", d.join("\n"));
+}

@@ -143,12 +143,24 @@ impl Fsck<'_> {
                     };
                     if target.is_empty() {
                         let shown = String::from_utf8_lossy(v).into_owned();
+                        // The mount shows the upper directory alone; without
+                        // the redirect a lower one of its name would merge:
+                        // then it becomes opaque (set first: with both, the
+                        // view is the same).
+                        let hides = !sub_view.is_empty();
+                        let opaque = self.x.get(OvlXattr::Opaque);
                         self.found(
                             path.clone(),
                             "dangling-redirect",
                             format!("redirect \"{shown}\" leads to no lower directory"),
-                            || sys::removexattr(fd.as_fd(), rname),
+                            || {
+                                if hides {
+                                    sys::setxattr(fd.as_fd(), opaque, b"y", 0)?;
+                                }
+                                sys::removexattr(fd.as_fd(), rname)
+                            },
                         );
+                        sub_view = Vec::new();
                     } else {
                         sub_view = target;
                         redirected = true;
