@@ -498,8 +498,9 @@ fn moved_directories_show_once() {
         "-n changes nothing"
     );
 
+    let a3_before = tree::snapshot(&s.u.join("a3"), tree::SnapMode::Layer);
     let (code, out) = s.fsck("-y");
-    assert_eq!(code, 4, "two have no safe repair: {out}");
+    assert_eq!(code, 4, "one has no safe repair: {out}");
     for p in ["a", "c/sub"] {
         assert!(
             found_at(&out, "repaired", "missing-redirect-whiteout", &s.u.join(p)),
@@ -510,12 +511,25 @@ fn moved_directories_show_once() {
         found_at(&out, "found", "missing-redirect-whiteout", &s.u.join("b")),
         "{out}"
     );
+    // The second redirect's directory is now a plain copy of what it showed.
     assert!(
-        found_at(&out, "found", "duplicate-redirect", &s.u.join("a3")),
+        found_at(&out, "repaired", "duplicate-redirect", &s.u.join("a3")),
         "{out}"
     );
-    // What the user decides for those: a3 is a copy, b should be hidden.
-    fs::remove_dir_all(s.u.join("a3")).unwrap();
+    assert!(common::lxattr(&s.u.join("a3"), "trusted.overlay.redirect").is_none());
+    assert_eq!(
+        common::lxattr(&s.u.join("a3"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(fs::read_to_string(s.u.join("a3/x")).unwrap(), "x");
+    let a3_after = tree::snapshot(&s.u.join("a3"), tree::SnapMode::Layer);
+    assert_eq!(a3_after.0[""].perm, a3_before.0[""].perm);
+    assert_eq!(a3_after.0[""].mtime, a3_before.0[""].mtime);
+    assert!(
+        fs::read_dir(s.w.join("work")).unwrap().next().is_none(),
+        "nothing left in W/work"
+    );
+    // What the user decides for the last: b should be hidden.
     fs::remove_dir(s.u.join("b")).unwrap();
     mknod_whiteout(&s.u.join("b"));
     let (code, out) = s.fsck("-n");
@@ -530,7 +544,8 @@ fn moved_directories_show_once() {
         v.sort();
         v
     };
-    assert_eq!(names(&s.m), ["a2", "b2", "c", "n"]);
+    assert_eq!(names(&s.m), ["a2", "a3", "b2", "c", "n"]);
+    assert_eq!(fs::read_to_string(s.m.join("a3/x")).unwrap(), "x");
     assert_eq!(names(&s.m.join("c")), Vec::<String>::new());
     assert_eq!(fs::read_to_string(s.m.join("a2/x")).unwrap(), "x");
     assert_eq!(fs::read_to_string(s.m.join("b2/y")).unwrap(), "y");
@@ -630,12 +645,19 @@ fn dangling_redirects_are_repaired_to_the_view_the_kernel_showed() {
     for (dir, target) in [("a", "/nowhere"), ("n", "/gone/too"), ("f2", "/f")] {
         fs::create_dir_all(s.u.join(dir)).unwrap();
         fs::write(s.u.join(dir).join("own"), dir).unwrap();
-        common::set_xattr(&s.u.join(dir), "trusted.overlay.redirect", target.as_bytes());
+        common::set_xattr(
+            &s.u.join(dir),
+            "trusted.overlay.redirect",
+            target.as_bytes(),
+        );
     }
     s.mount();
     let before = tree::snapshot(&s.m, tree::SnapMode::Merged);
     s.unmount();
-    assert!(!before.0.contains_key("a/x"), "the kernel merges nothing at a");
+    assert!(
+        !before.0.contains_key("a/x"),
+        "the kernel merges nothing at a"
+    );
 
     let (code, out) = s.fsck("-y");
     assert_eq!(code, 1, "all repaired: {out}");
@@ -647,7 +669,11 @@ fn dangling_redirects_are_repaired_to_the_view_the_kernel_showed() {
         assert!(common::lxattr(&s.u.join(dir), "trusted.overlay.redirect").is_none());
     }
     let opaque = |d: &str| common::lxattr(&s.u.join(d), "trusted.overlay.opaque");
-    assert_eq!(opaque("a").as_deref(), Some(&b"y"[..]), "a hides the lower a");
+    assert_eq!(
+        opaque("a").as_deref(),
+        Some(&b"y"[..]),
+        "a hides the lower a"
+    );
     assert_eq!(opaque("n"), None, "nothing below n to hide");
     let (code, out) = s.fsck("-n");
     assert_eq!(code, 0, "clean after the repair: {out}");

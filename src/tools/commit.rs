@@ -230,6 +230,22 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// The whole merged tree at `from` (a path in the view) as `name` in the
+    /// directory written into.
+    pub(super) fn write_tree(&mut self, from: &Path, name: &OsStr) -> Result<(), ToolError> {
+        let ino = self
+            .view
+            .resolve(from)
+            .map_err(self.err(from, "not in the merged view"))?;
+        let into = self
+            .into
+            .try_clone()
+            .map_err(|e| self.err(from, "cannot open")(e.into()))?;
+        let r = self.write_entry(into.as_fd(), name, ino, Path::new(name), true);
+        self.view.release_held();
+        r
+    }
+
     /// The merged view's attributes of `ino`.
     pub(super) fn merged_root_attrs(&self, ino: u64) -> Result<sys::Stat, ToolError> {
         Ok(self

@@ -67,6 +67,10 @@ struct Fsck<'a> {
     x: XattrNames,
     repair: bool,
     upper_path: &'a Path,
+    /// The workdir (W), where repairs build what they swap in.
+    work_path: Option<&'a Path>,
+    lower_paths: &'a [PathBuf],
+    userxattr: bool,
     /// The lower layers with what identifies their filesystems, for decoding
     /// origin handles as the engine does.
     lowers: Vec<Layer>,
@@ -191,6 +195,9 @@ pub fn fsck(
         x: XattrNames::new(userxattr),
         repair,
         upper_path: upper,
+        work_path: work,
+        lower_paths: lowers,
+        userxattr,
         lowers: lower_layers,
         uuid_off,
         origins_checked: true,

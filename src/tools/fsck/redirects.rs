@@ -8,11 +8,74 @@
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Fsck;
 use crate::errno::Errno;
 use crate::sys;
+use crate::tools::commit::Writer;
+use crate::tools::layers::{ToolError, io_err, open_dir};
+use crate::tools::view::View;
+
+/// The layers a repair reads and writes.
+struct Stack<'a> {
+    upper: &'a Path,
+    work: &'a Path,
+    lowers: &'a [PathBuf],
+    userxattr: bool,
+}
+
+/// Replace the upper directory `rel` by a plain opaque copy of what the
+/// mount shows there (its own entries and what its redirect brings from
+/// below), built in W/work and swapped in with RENAME_EXCHANGE, so an
+/// interruption leaves the old directory or the new one. Hard links to
+/// files outside it are split.
+fn materialize(s: &Stack<'_>, rel: &Path) -> Result<(), ToolError> {
+    let mut layers = vec![s.upper.to_path_buf()];
+    layers.extend_from_slice(s.lowers);
+    let view = View::new(&layers, s.userxattr)?;
+    let work_path = s.work.join("work");
+    let work = open_dir(&work_path)?;
+    let tmp = std::ffi::OsString::from(format!("#fsck-{}", std::process::id()));
+    let _ = crate::fsutil::remove_tree(work.as_fd(), &tmp);
+    let mut w = Writer::new(
+        view,
+        work.try_clone()
+            .map_err(|e| io_err(&work_path, "cannot open")(e.into()))?,
+        &work_path,
+        None,
+    );
+    let built = w.write_tree(rel, &tmp).and_then(|()| w.finish().map(drop));
+    let swapped = built.and_then(|()| {
+        let at = work_path.join(&tmp);
+        let fd = sys::openat(work.as_fd(), &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(io_err(&at, "cannot open"))?;
+        let opaque = crate::format::xattr::XattrNames::new(s.userxattr);
+        sys::setxattr(
+            fd.as_fd(),
+            opaque.get(crate::format::xattr::OvlXattr::Opaque),
+            b"y",
+            0,
+        )
+        .map_err(io_err(&at, "cannot mark opaque"))?;
+        let parent = s.upper.join(rel.parent().unwrap_or(Path::new("")));
+        let pfd = open_dir(&parent)?;
+        let pst = sys::fstat(pfd.as_fd()).map_err(io_err(&parent, "cannot stat"))?;
+        let name = rel.file_name().unwrap_or_default();
+        sys::renameat2(work.as_fd(), &tmp, pfd.as_fd(), name, sys::RENAME_EXCHANGE)
+            .map_err(io_err(&s.upper.join(rel), "cannot swap in the copy"))?;
+        // The swap changed the parent's times; the view's stay as they were.
+        let _ = sys::futimens_path(
+            pfd.as_fd(),
+            Some(sys::timespec(pst.st_atime, pst.st_atime_nsec)),
+            Some(sys::timespec(pst.st_mtime, pst.st_mtime_nsec)),
+        );
+        Ok(())
+    });
+    // The copy (failed) or the old directory (swapped out).
+    let _ = crate::fsutil::remove_tree(work.as_fd(), &tmp);
+    swapped
+}
 
 /// How a merged directory comes to show a lower directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +116,36 @@ impl Fsck<'_> {
             let moved_to = self.upper_path.join(&moved.path);
             for p in &redirects[1..] {
                 self.hidden.push(p.path.clone());
-                self.unfixable(
-                    self.upper_path.join(&p.path),
-                    "duplicate-redirect",
-                    format!(
-                        "its redirect leads to the lower directory {} redirects to too: one \
-                         of them was not moved there, and which one is not known",
-                        moved_to.display()
-                    ),
+                let path = self.upper_path.join(&p.path);
+                let detail = format!(
+                    "its redirect leads to the lower directory {} redirects to too: one of \
+                     them was not moved there, and which one is not known",
+                    moved_to.display()
                 );
+                let Some(work) = self.work_path else {
+                    self.unfixable(
+                        path,
+                        "duplicate-redirect",
+                        detail + " (repair needs workdir=)",
+                    );
+                    continue;
+                };
+                let stack = Stack {
+                    upper: self.upper_path,
+                    work,
+                    lowers: self.lower_paths,
+                    userxattr: self.userxattr,
+                };
+                let detail = detail + "; the repair copies what it shows into the upper";
+                self.found(path, "duplicate-redirect", detail, || {
+                    materialize(&stack, &p.path).map_err(|e| {
+                        tracing::warn!(%e, "materializing a redirected directory");
+                        match e {
+                            ToolError::Io { errno, .. } => errno,
+                            _ => Errno::EIO,
+                        }
+                    })
+                });
             }
             for p in by_name {
                 self.hidden.push(p.path.clone());
