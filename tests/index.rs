@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use common::tree::{SnapMode, diff, snapshot};
 use common::{Scratch, mount_kernel, mount_ovlfs, require_root_and_fuse, unmount};
 
 struct Stack {
@@ -40,6 +41,18 @@ impl Stack {
             Some(&self.work),
             &self.mnt,
             &["index=on", "redirect_dir=on"],
+        )
+    }
+
+    /// Mounted read-only: the index is only read (as the kernel reads it).
+    fn mount_ro(&self, kernel: bool) -> Result<(), String> {
+        let mount = if kernel { mount_kernel } else { mount_ovlfs };
+        mount(
+            std::slice::from_ref(&self.lower),
+            Some(&self.upper),
+            Some(&self.work),
+            &self.mnt,
+            &["ro", "index=on", "redirect_dir=on"],
         )
     }
 
@@ -122,6 +135,33 @@ fn hard_links_survive_copy_up_remount_and_the_kernel() {
     st.mount(false).unwrap();
     assert_one_file("ovlfs remount", &view(&st.mnt, &names), "v1\nv2\n", 3);
     st.umount();
+
+    // Read-only, the names not linked up show the index copy too, as in the
+    // kernel, and nothing in the layers changes.
+    // (Only the upper: the kernel's read-only mount still tidies W.)
+    let upper_before = snapshot(&st.upper, SnapMode::Layer);
+    let mut seen = Vec::new();
+    for kernel in [true, false] {
+        st.mount_ro(kernel).unwrap();
+        let v = view(&st.mnt, &names);
+        assert_one_file(&format!("read-only (kernel: {kernel})"), &v, "v1\nv2\n", 3);
+        seen.push((v, snapshot(&st.mnt, SnapMode::Merged)));
+        st.umount();
+    }
+    assert_eq!(seen[0].0, seen[1].0, "read-only: the kernel's view");
+    let d = diff(&seen[0].1, &seen[1].1, "kernel", "ovlfs");
+    assert!(d.is_empty(), "read-only trees differ:\n{}", d.join("\n"));
+    let d = diff(
+        &upper_before,
+        &snapshot(&st.upper, SnapMode::Layer),
+        "before",
+        "after",
+    );
+    assert!(
+        d.is_empty(),
+        "a read-only mount changed the upper:\n{}",
+        d.join("\n")
+    );
 
     // The kernel reads the same layers alike, and writes through another name.
     st.mount(true).unwrap();

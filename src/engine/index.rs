@@ -51,15 +51,15 @@ impl Overlay {
             tracing::warn!("index=on needs a writable upper layer: index is off");
             return Ok(None);
         };
-        if self.read_only() {
-            return Ok(None);
-        }
         let handles_ok = std::iter::once(upper)
             .chain(self.lowers.iter())
             .all(|l| sys::name_to_handle(l.root.as_fd()).is_ok());
         if !handles_ok {
             tracing::warn!("a layer's filesystem has no file handles: falling back to index=off");
             return Ok(None);
+        }
+        if self.read_only() {
+            return self.read_index(upper, workdir);
         }
         // The upper belongs to this stack: its root's origin is the first lower root.
         let root_fh = self.origin_value(0, self.lowers[0].root.as_fd());
@@ -130,6 +130,50 @@ impl Overlay {
             Err(e) => return Err(setup_err(path, "cannot read the upper xattr")(e)),
         }
         self.clean_index(dir.as_fd(), &path)?;
+        Ok(Some(Arc::new(dir)))
+    }
+
+    /// A read-only mount: an existing `W/index` is used for lookups, as the
+    /// kernel does (names not linked up show the index copy), after the same
+    /// checks of whom it belongs to; nothing is written or cleaned up.
+    fn read_index(
+        &self,
+        upper: &super::Layer,
+        workdir: &super::Layer,
+    ) -> std::result::Result<Option<Arc<OwnedFd>>, SetupError> {
+        let path = workdir.path.join("index");
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let dir = match sys::openat(workdir.root.as_fd(), OsStr::new("index"), flags, 0) {
+            Ok(d) => d,
+            Err(e) if e == Errno::ENOENT => return Ok(None),
+            Err(e) => return Err(setup_err(path, "cannot open (not a directory?)")(e)),
+        };
+        let root_fh = self.origin_value(0, self.lowers[0].root.as_fd());
+        let origin = self.xattr.get(OvlXattr::Origin);
+        let uroot = upper.root.as_fd();
+        let stored = sys::getxattr(uroot, origin).and_then(|v| {
+            OvlFb::decode(&v)
+                .and_then(|fb| fb.encode())
+                .map_err(|_| Errno::ENODATA)
+        });
+        if stored.is_ok_and(|v| v != root_fh) {
+            return Err(SetupError::IndexMismatch(
+                upper.path.clone(),
+                "its root's origin is another lower root than the first lowerdir (the lower layers \
+                 changed since index=on was used): mount with index=off",
+            ));
+        }
+        let upper_fh = self.upper_value(uroot).map_err(setup_err(
+            upper.path.clone(),
+            "cannot encode the upper root's file handle",
+        ))?;
+        if sys::getxattr(dir.as_fd(), self.xattr.get(OvlXattr::Upper)).is_ok_and(|v| v != upper_fh)
+        {
+            return Err(SetupError::IndexMismatch(
+                path,
+                "it belongs to another upper directory: mount with index=off",
+            ));
+        }
         Ok(Some(Arc::new(dir)))
     }
 

@@ -150,13 +150,14 @@ pub(super) fn open_layers(cfg: &Config) -> Result<Setup, SetupError> {
         });
     }
     if cfg.read_only {
-        // A read-only mount with an upper layer: the upper is just the top layer.
+        // A read-only mount with an upper layer: the upper is the top layer,
+        // the workdir only read (its index, with index=on).
         return Ok(Setup {
             lowers,
             data_lowers,
             upper: Some(upper),
             work: None,
-            workdir: None,
+            workdir: Some(workdir),
         });
     }
     lock_in_use(&mut upper)?;
