@@ -160,6 +160,10 @@ struct ExportArgs {
     /// The lower layers, topmost first, separated by ':'
     #[arg(long, value_name = "L1:L2:...")]
     lower: String,
+    /// The overlay's workdir: with index=on, the names of a hard-linked lower file not
+    /// linked up yet show the copy in its index, and are followed only with it
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
     /// The archive to write ('-': stdout)
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -241,8 +245,9 @@ struct CommitArgs {
     /// upper and --workdir
     #[arg(long, conflicts_with_all = ["flatten", "into"], requires_all = ["upper", "workdir"])]
     in_place: bool,
-    /// The overlay's workdir (with --in-place: emptied with the upper)
-    #[arg(long, value_name = "DIR")]
+    /// The overlay's workdir: with index=on, its index is read for the names of
+    /// hard-linked lower files not linked up yet (with --in-place: emptied with the upper)
+    #[arg(long, value_name = "DIR", conflicts_with = "flatten")]
     workdir: Option<PathBuf>,
     /// The layers keep overlay xattrs in user.overlay.*
     #[arg(long)]
@@ -288,6 +293,10 @@ struct DiffArgs {
     /// The lower layers, topmost first, separated by ':' (\: escapes a colon)
     #[arg(long, value_name = "L1:L2:...")]
     lower: String,
+    /// The overlay's workdir: with index=on, the names of a hard-linked lower file not
+    /// linked up yet show the copy in its index, and are followed only with it
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
     /// Print a JSON array of {"kind","path"} instead
     #[arg(long)]
     json: bool,
@@ -302,9 +311,19 @@ struct DiffArgs {
 fn run_tool(tool: Tool) -> Result<i32> {
     match tool {
         Tool::Diff(a) => {
-            let lowers = tool_layers("diff", &a.lower, Some(&a.upper), a.force)?;
-            let changes =
-                ovlfs::tools::diff::diff(&a.upper, &lowers, a.userxattr).context("diff")?;
+            let lowers = tool_layers(
+                "diff",
+                &a.lower,
+                &[Some(&a.upper), a.workdir.as_deref()],
+                a.force,
+            )?;
+            let stack = ovlfs::tools::Stack {
+                upper: &a.upper,
+                work: a.workdir.as_deref(),
+                lowers: &lowers,
+                userxattr: a.userxattr,
+            };
+            let changes = ovlfs::tools::diff::diff(&stack).context("diff")?;
             if a.json {
                 println!("{}", ovlfs::tools::diff::to_json(&changes));
             } else {
@@ -317,12 +336,14 @@ fn run_tool(tool: Tool) -> Result<i32> {
             Ok(0)
         }
         Tool::Commit(a) => {
-            let lowers = tool_layers("commit", &a.lower, a.upper.as_deref(), a.force)?;
+            let lowers = tool_layers(
+                "commit",
+                &a.lower,
+                &[a.upper.as_deref(), a.workdir.as_deref()],
+                a.force,
+            )?;
             let (r, shown) = match (&a.upper, &a.workdir, &a.into) {
                 (Some(upper), Some(work), _) if a.in_place => {
-                    if !a.force {
-                        ovlfs::tools::check_not_mounted(&[work.as_path()])?;
-                    }
                     let r = ovlfs::tools::commit_in_place::commit_in_place(
                         upper,
                         work,
@@ -333,8 +354,14 @@ fn run_tool(tool: Tool) -> Result<i32> {
                     (r, lowers[0].clone())
                 }
                 (_, _, Some(into)) => (
-                    ovlfs::tools::commit::commit(a.upper.as_deref(), &lowers, into, a.userxattr)
-                        .context("commit")?,
+                    ovlfs::tools::commit::commit(
+                        a.upper.as_deref(),
+                        a.workdir.as_deref(),
+                        &lowers,
+                        into,
+                        a.userxattr,
+                    )
+                    .context("commit")?,
                     into.clone(),
                 ),
                 _ => anyhow::bail!("commit needs --into, or --in-place with --upper and --workdir"),
@@ -425,10 +452,12 @@ fn run_tool(tool: Tool) -> Result<i32> {
 
 /// A tool's `--lower` list, after refusing what it cannot take and (unless
 /// `force`) layers a mounted overlay uses.
+/// The lower layers of `--lower`, after checking that no mounted overlay
+/// uses them or `others` (upper, workdir).
 fn tool_layers(
     tool: &str,
     lower: &str,
-    upper: Option<&std::path::Path>,
+    others: &[Option<&std::path::Path>],
     force: bool,
 ) -> Result<Vec<PathBuf>> {
     let (lowers, data) =
@@ -438,7 +467,7 @@ fn tool_layers(
     }
     if !force {
         let mut paths: Vec<&std::path::Path> = lowers.iter().map(|p| p.as_path()).collect();
-        paths.extend(upper);
+        paths.extend(others.iter().flatten());
         ovlfs::tools::check_not_mounted(&paths)?;
     }
     Ok(lowers)
@@ -446,7 +475,12 @@ fn tool_layers(
 
 fn run_export(a: ExportArgs) -> Result<i32> {
     use ovlfs::tools::Compression;
-    let lowers = tool_layers("export", &a.lower, Some(&a.upper), a.force)?;
+    let lowers = tool_layers(
+        "export",
+        &a.lower,
+        &[Some(&a.upper), a.workdir.as_deref()],
+        a.force,
+    )?;
     let to_stdout = a.output.as_os_str() == "-";
     let compression = match &a.compression {
         Some(c) => Compression::parse(c)
@@ -458,8 +492,13 @@ fn run_export(a: ExportArgs) -> Result<i32> {
         anyhow::bail!("-o -: refusing to write an archive to a terminal");
     }
     let out = (!to_stdout).then_some(a.output.as_path());
-    let r = ovlfs::tools::export::export(&a.upper, &lowers, out, compression, a.userxattr)
-        .context("export")?;
+    let stack = ovlfs::tools::Stack {
+        upper: &a.upper,
+        work: a.workdir.as_deref(),
+        lowers: &lowers,
+        userxattr: a.userxattr,
+    };
+    let r = ovlfs::tools::export::export(&stack, out, compression).context("export")?;
     let line = if a.json {
         format!(
             "{{\"digest\":\"{}\",\"diff_id\":\"{}\",\"size\":{},\"entries\":{},\"whiteouts\":{},\"bytes\":{}}}",

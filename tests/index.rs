@@ -310,3 +310,100 @@ fn the_index_is_checked_at_mount_as_the_kernel_does() {
     assert_eq!(fs::read_to_string(st.mnt.join("f")).unwrap(), "y");
     st.umount();
 }
+
+fn tool(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::ovlfs_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// diff, commit and export follow index=on hard links given the workdir: the
+/// names not linked up show the index copy, so they changed too, and the
+/// layers written show what the mount showed, links included.
+#[test]
+fn tools_follow_index_hard_links_with_the_workdir() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let st = Stack::new(&s, "tools");
+    fs::create_dir_all(st.lower.join("d/e")).unwrap();
+    fs::write(st.lower.join("d/a"), "v1\n").unwrap();
+    fs::hard_link(st.lower.join("d/a"), st.lower.join("d/e/b")).unwrap();
+    fs::hard_link(st.lower.join("d/a"), st.lower.join("c")).unwrap();
+    fs::write(st.lower.join("x"), "x\n").unwrap();
+    st.mount(true).unwrap();
+    fs::write(st.mnt.join("d/e/b"), "v2\n").unwrap();
+    fs::remove_file(st.mnt.join("c")).unwrap();
+    fs::write(st.mnt.join("x"), "x2\n").unwrap();
+    let before = snapshot(&st.mnt, SnapMode::Merged);
+    st.umount();
+    assert!(!st.upper.join("d/a").exists(), "d/a is not linked up");
+
+    let (u, w, l) = (
+        st.upper.to_str().unwrap(),
+        st.work.to_str().unwrap(),
+        st.lower.to_str().unwrap(),
+    );
+    let (ok, _, err) = tool(&["diff", "--upper", u, "--lower", l]);
+    assert!(
+        !ok && err.contains("--workdir"),
+        "without the workdir: {err}"
+    );
+    let (ok, out, err) = tool(&["diff", "--upper", u, "--workdir", w, "--lower", l]);
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["C /d", "C /d/a", "C /d/e", "C /d/e/b", "C /x", "D /c"],
+        "{out}"
+    );
+
+    let d = s.subdir("out");
+    let new = d.join("new");
+    let (ok, _, err) = tool(&[
+        "commit",
+        "--upper",
+        u,
+        "--workdir",
+        w,
+        "--lower",
+        l,
+        "--into",
+        new.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let tar = d.join("layer.tar");
+    let (ok, _, err) = tool(&[
+        "export",
+        "--upper",
+        u,
+        "--workdir",
+        w,
+        "--lower",
+        l,
+        "-o",
+        tar.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let applied = d.join("applied");
+    let (ok, _, err) = tool(&["apply", tar.to_str().unwrap(), applied.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for (what, layer) in [("commit", &new), ("export", &applied)] {
+        let m = d.join(format!("m-{what}"));
+        fs::create_dir_all(&m).unwrap();
+        mount_kernel(&[layer.clone(), st.lower.clone()], None, None, &m, &[]).unwrap();
+        let after = snapshot(&m, SnapMode::Merged);
+        unmount(&m).unwrap();
+        let dd = diff(&before, &after, "index=on mount", what);
+        assert!(
+            dd.is_empty(),
+            "{what}: the view differs:\n{}",
+            dd.join("\n")
+        );
+    }
+}

@@ -316,6 +316,13 @@ impl Overlay {
         self.index.is_some() && node.index_name().is_some()
     }
 
+    /// Whether node `ino` is an indexed file whose copy exists (its names
+    /// show it, linked up or not).
+    pub fn shows_index_copy(&self, ino: u64) -> Result<bool> {
+        let node = self.node(ino)?;
+        Ok(self.is_indexed(&node) && node.has_upper())
+    }
+
     /// Publish a copy built as `work/tmp` as the index entry of `node`, with
     /// its union count; the node's names are then linked up one by one.
     pub(super) fn publish_to_index(

@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::diff::{Change, ChangeKind, Diff, diff, root_dirs};
-use super::layers::{ToolError, io_err, open_dir, sibling};
+use super::layers::{Stack, ToolError, io_err, open_dir, sibling};
 use super::view::View;
 use crate::engine::{Errno, ROOT_INO};
 use crate::format::xattr::{TRUSTED_PREFIX, USER_PREFIX};
@@ -427,6 +427,7 @@ impl<'a> Writer<'a> {
 /// merged view of `lowers`) into the new directory `into`.
 pub fn commit(
     upper: Option<&Path>,
+    work: Option<&Path>,
     lowers: &[PathBuf],
     into: &Path,
     userxattr: bool,
@@ -438,9 +439,16 @@ pub fn commit(
             errno: Errno::EEXIST,
         });
     }
-    let mut layers: Vec<PathBuf> = upper.map(Path::to_path_buf).into_iter().collect();
-    layers.extend(lowers.iter().cloned());
-    let view = View::new(&layers, userxattr)?;
+    let stack = upper.map(|upper| Stack {
+        upper,
+        work,
+        lowers,
+        userxattr,
+    });
+    let view = match &stack {
+        Some(s) => s.view()?,
+        None => View::new(lowers, userxattr)?,
+    };
     let (parent_path, tmp) = sibling(into, ".commit-tmp")?;
     let parent = open_dir(&parent_path)?;
     crate::engine::remove_tree(parent.as_fd(), &tmp)
@@ -460,13 +468,13 @@ pub fn commit(
         .ovl
         .getattr(ROOT_INO)
         .map_err(io_err(&tmp_path, "cannot stat the merged root"))?;
-    match upper {
+    match stack {
         None => {
             let root = sys::openat(w.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)
                 .map_err(io_err(&tmp_path, "cannot open"))?;
             w.write_children(root.as_fd(), ROOT_INO, Path::new(""))?;
         }
-        Some(upper) => w.write_changes(&diff(upper, lowers, userxattr)?)?,
+        Some(stack) => w.write_changes(&diff(&stack)?)?,
     }
     let st = root_attr.stat;
     let root = sys::openat(w.into.as_fd(), OsStr::new("."), libc::O_PATH, 0)

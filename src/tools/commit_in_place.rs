@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::commit::{Below, CommitReport, Writer};
 use super::diff::{Diff, diff};
-use super::layers::{ToolError, copy_dir_meta, io_err, link_tree, open_dir, sibling};
-use super::view::View;
+use super::layers::{Stack, ToolError, copy_dir_meta, io_err, link_tree, open_dir, sibling};
 use crate::engine::{Errno, ROOT_INO, remove_tree};
 use crate::format::xattr::commit_mark;
 use crate::sys;
@@ -116,10 +115,14 @@ pub fn commit_in_place(
         }
         copy_dir_meta(l1_fd.as_fd(), new.as_fd(), &lst).map_err(&copy)?;
 
-        let changes = diff(upper, lowers, userxattr)?;
-        let mut layers = vec![upper.to_path_buf()];
-        layers.extend(lowers.iter().cloned());
-        let view = View::new(&layers, userxattr)?;
+        let stack = Stack {
+            upper,
+            work: Some(work),
+            lowers,
+            userxattr,
+        };
+        let changes = diff(&stack)?;
+        let view = stack.view()?;
         let below_roots = below
             .iter()
             .map(|l| open_dir(l))

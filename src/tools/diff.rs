@@ -26,7 +26,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::layers::{ToolError, io_err, open_dir};
+use super::layers::{Stack, ToolError, io_err, open_dir};
+use crate::engine::ROOT_INO;
 use crate::errno::Errno;
 use crate::format::redirect::{Redirect, check_component};
 use crate::format::whiteout::{self, WH_OPAQUE};
@@ -69,6 +70,11 @@ pub(super) struct Diff<'a> {
     out: Vec<Change>,
     /// Opaque upper directories over a lower directory.
     opaque_dirs: Vec<PathBuf>,
+    /// The workdir's index is at hand: index=on hard links can be followed.
+    follow_index: bool,
+    /// The upper holds index=on hard links (their other names are found
+    /// after the walk).
+    index_links: bool,
 }
 
 fn is_dir(st: &Stat) -> bool {
@@ -108,29 +114,72 @@ pub(super) fn root_dirs(roots: &[OwnedFd]) -> Vec<LowerDir> {
         .collect()
 }
 
-/// List the changes `upper` makes to the stack `lowers` (topmost first).
-pub fn diff(upper: &Path, lowers: &[PathBuf], userxattr: bool) -> Result<Vec<Change>, ToolError> {
-    Ok(diff_and_opaque(upper, lowers, userxattr)?.0)
+/// List the changes the stack's upper makes to its lowers.
+pub fn diff(stack: &Stack<'_>) -> Result<Vec<Change>, ToolError> {
+    Ok(diff_and_opaque(stack)?.0)
 }
 
 /// The changes, and the upper's opaque directories over lower ones (an OCI
 /// layer marks those opaque rather than deleting what they hide one by one).
-pub(super) fn diff_and_opaque(
-    upper: &Path,
-    lowers: &[PathBuf],
-    userxattr: bool,
-) -> Result<(Vec<Change>, Vec<PathBuf>), ToolError> {
-    let upper_fd = open_dir(upper)?;
-    let lower_roots = lowers
+pub(super) fn diff_and_opaque(stack: &Stack<'_>) -> Result<(Vec<Change>, Vec<PathBuf>), ToolError> {
+    let upper_fd = open_dir(stack.upper)?;
+    let lower_roots = stack
+        .lowers
         .iter()
         .map(|l| open_dir(l))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut d = Diff::new(userxattr, &lower_roots, upper);
+    let mut d = Diff::new(stack.userxattr, &lower_roots, stack.upper);
+    d.follow_index = stack.index_work().is_some();
     let (view, source) = (root_dirs(&lower_roots), root_dirs(&lower_roots));
     d.walk(upper_fd.as_fd(), Path::new("/"), &view, &source)?;
+    if d.index_links {
+        index_copies(stack, upper_fd.as_fd(), &mut d.out)?;
+    }
     d.out.sort();
     d.out.dedup();
     Ok((d.out, d.opaque_dirs))
+}
+
+/// index=on: the names of a hard-linked lower file not linked up yet show
+/// the copy another name brought up: changed, though the upper has nothing
+/// at their path. Found by walking the merged view.
+fn index_copies(
+    stack: &Stack<'_>,
+    upper: BorrowedFd<'_>,
+    out: &mut Vec<Change>,
+) -> Result<(), ToolError> {
+    let view = stack.view()?;
+    let mut dirs = vec![(ROOT_INO, PathBuf::from("/"))];
+    while let Some((ino, path)) = dirs.pop() {
+        let at = stack.upper.join(path.strip_prefix("/").unwrap_or(&path));
+        let names = view
+            .children(ino)
+            .map_err(io_err(&at, "cannot list in the merged view"))?;
+        for name in names {
+            let p = path.join(&name);
+            let Ok(child) = view.lookup_child(ino, &name) else {
+                continue;
+            };
+            match view.ovl.getattr(child) {
+                Ok(a) if a.stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                    dirs.push((child, p));
+                    continue;
+                }
+                Ok(_) if view.shows_index_copy(child) => {
+                    let rel = p.strip_prefix("/").unwrap_or(&p);
+                    if sys::fstatat(upper, rel.as_os_str()).is_err() {
+                        out.push(Change {
+                            path: p,
+                            kind: ChangeKind::Changed,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            view.ovl.forget(child, 1);
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Diff<'a> {
@@ -142,6 +191,8 @@ impl<'a> Diff<'a> {
             upper_path,
             out: Vec::new(),
             opaque_dirs: Vec::new(),
+            follow_index: false,
+            index_links: false,
         }
     }
 
@@ -338,12 +389,15 @@ impl<'a> Diff<'a> {
             self.emit(kind, p.clone());
             if !is_dir(&st) {
                 if st.st_nlink > 1 && self.indexed_link(upper, name) {
-                    return Err(ToolError::Io {
-                        path: at.join(name),
-                        what: "is a hard link kept by index=on: its other names still in a lower layer \
-                               show its new contents too, which the tools do not follow yet (NOT SUPPORTED YET)",
-                        errno: Errno::EOPNOTSUPP,
-                    });
+                    if !self.follow_index {
+                        return Err(ToolError::Io {
+                            path: at.join(name),
+                            what: "is a hard link kept by index=on: its other names in a lower layer \
+                                   show its contents too; give the overlay's workdir (--workdir) to follow them",
+                            errno: Errno::EINVAL,
+                        });
+                    }
+                    self.index_links = true;
                 }
                 continue;
             }

@@ -27,7 +27,7 @@ use tar::{EntryType, Header};
 
 use super::archive::{Compression, Compressor, Hashing, OCI_OPAQUE, digest_string};
 use super::diff::{ChangeKind, diff_and_opaque};
-use super::layers::ToolError;
+use super::layers::{Stack, ToolError};
 use super::progress;
 use super::view::View;
 use crate::errno::Errno;
@@ -325,16 +325,12 @@ impl LayerWriter<'_> {
 /// Write the changes `upper` makes to `lowers` as an OCI layer to `out`
 /// (`None`: stdout).
 pub fn export(
-    upper: &Path,
-    lowers: &[PathBuf],
+    stack: &Stack<'_>,
     out: Option<&Path>,
     compression: Compression,
-    userxattr: bool,
 ) -> Result<ExportReport, ToolError> {
-    let (changes, opaque) = diff_and_opaque(upper, lowers, userxattr)?;
-    let mut layers = vec![upper.to_path_buf()];
-    layers.extend(lowers.iter().cloned());
-    let view = View::new(&layers, userxattr)?;
+    let (changes, opaque) = diff_and_opaque(stack)?;
+    let view = stack.view()?;
     let archive = out.unwrap_or(Path::new("-"));
     // Written beside the final name, renamed into place when complete.
     let tmp = out.map(|p| {

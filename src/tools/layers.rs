@@ -155,3 +155,31 @@ pub(super) fn link_tree(
         Some(sys::timespec(st.st_mtime, st.st_mtime_nsec)),
     )
 }
+
+/// The layers a tool reads: an upper over its lowers, with the upper's
+/// workdir where index=on hard links need its index.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack<'a> {
+    pub upper: &'a Path,
+    pub work: Option<&'a Path>,
+    /// Topmost first.
+    pub lowers: &'a [PathBuf],
+    pub userxattr: bool,
+}
+
+impl Stack<'_> {
+    /// The workdir, if it holds an index (index=on was used).
+    pub(super) fn index_work(&self) -> Option<&Path> {
+        self.work.filter(|w| w.join("index").is_dir())
+    }
+
+    /// The merged view, as a mount of the stack shows it.
+    pub(super) fn view(&self) -> Result<super::view::View, ToolError> {
+        if let Some(w) = self.index_work() {
+            return super::view::View::with_index(self.upper, w, self.lowers, self.userxattr);
+        }
+        let mut layers = vec![self.upper.to_path_buf()];
+        layers.extend_from_slice(self.lowers);
+        super::view::View::new(&layers, self.userxattr)
+    }
+}

@@ -19,7 +19,7 @@ pub mod reset;
 mod view;
 
 pub use archive::Compression;
-pub use layers::{ToolError, check_not_mounted};
+pub use layers::{Stack, ToolError, check_not_mounted};
 
 /// A JSON string literal for `v` (the tools' `--json` output).
 pub fn json_string(v: &str) -> String {

@@ -21,7 +21,29 @@ pub(super) struct View {
 }
 
 impl View {
+    /// The stack `layers` (topmost first), every one a lower layer.
     pub(super) fn new(layers: &[PathBuf], userxattr: bool) -> Result<View, ToolError> {
+        let cfg = Self::config(layers, userxattr)?;
+        Self::open(cfg)
+    }
+
+    /// The stack with its upper and workdir, mounted read-only with
+    /// index=on: index=on hard links show as the mount shows them (names not
+    /// linked up show the index copy).
+    pub(super) fn with_index(
+        upper: &Path,
+        work: &Path,
+        lowers: &[PathBuf],
+        userxattr: bool,
+    ) -> Result<View, ToolError> {
+        let mut cfg = Self::config(lowers, userxattr)?;
+        cfg.upper = Some(upper.to_path_buf());
+        cfg.work = Some(work.to_path_buf());
+        cfg.index = true;
+        Self::open(cfg)
+    }
+
+    fn config(layers: &[PathBuf], userxattr: bool) -> Result<Config, ToolError> {
         let mut cfg = Config::parse(&["lowerdir=/"]).map_err(|e| ToolError::Io {
             path: PathBuf::from("/"),
             what: "internal configuration",
@@ -39,8 +61,13 @@ impl View {
         } else {
             RedirectDir::On
         };
+        Ok(cfg)
+    }
+
+    fn open(cfg: Config) -> Result<View, ToolError> {
+        let top = cfg.upper.clone().or_else(|| cfg.lowers.first().cloned());
         let ovl = Overlay::new(cfg).map_err(|e| ToolError::Io {
-            path: layers.first().cloned().unwrap_or_default(),
+            path: top.unwrap_or_default(),
             what: "cannot read the stack",
             errno: {
                 tracing::error!(%e, "opening the stack");
@@ -113,6 +140,12 @@ impl View {
         })();
         self.ovl.release(fh);
         copied
+    }
+
+    /// Whether merged node `ino` shows an index=on copy (a hard-linked lower
+    /// file copied up through another of its names).
+    pub(super) fn shows_index_copy(&self, ino: u64) -> bool {
+        self.ovl.shows_index_copy(ino).unwrap_or(false)
     }
 
     pub(super) fn lookup_child(&self, dir: u64, name: &OsStr) -> Result<u64, Errno> {

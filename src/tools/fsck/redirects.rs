@@ -14,27 +14,16 @@ use super::Fsck;
 use crate::errno::Errno;
 use crate::sys;
 use crate::tools::commit::Writer;
-use crate::tools::layers::{ToolError, io_err, open_dir};
-use crate::tools::view::View;
-
-/// The layers a repair reads and writes.
-struct Stack<'a> {
-    upper: &'a Path,
-    work: &'a Path,
-    lowers: &'a [PathBuf],
-    userxattr: bool,
-}
+use crate::tools::layers::{Stack, ToolError, io_err, open_dir};
 
 /// Replace the upper directory `rel` by a plain opaque copy of what the
 /// mount shows there (its own entries and what its redirect brings from
 /// below), built in W/work and swapped in with RENAME_EXCHANGE, so an
 /// interruption leaves the old directory or the new one. Hard links to
 /// files outside it are split.
-fn materialize(s: &Stack<'_>, rel: &Path) -> Result<(), ToolError> {
-    let mut layers = vec![s.upper.to_path_buf()];
-    layers.extend_from_slice(s.lowers);
-    let view = View::new(&layers, s.userxattr)?;
-    let work_path = s.work.join("work");
+fn materialize(s: &Stack<'_>, work: &Path, rel: &Path) -> Result<(), ToolError> {
+    let view = s.view()?;
+    let work_path = work.join("work");
     let work = open_dir(&work_path)?;
     let tmp = std::ffi::OsString::from(format!("#fsck-{}", std::process::id()));
     let _ = crate::fsutil::remove_tree(work.as_fd(), &tmp);
@@ -132,13 +121,13 @@ impl Fsck<'_> {
                 };
                 let stack = Stack {
                     upper: self.upper_path,
-                    work,
+                    work: Some(work),
                     lowers: self.lower_paths,
                     userxattr: self.userxattr,
                 };
                 let detail = detail + "; the repair copies what it shows into the upper";
                 self.found(path, "duplicate-redirect", detail, || {
-                    materialize(&stack, &p.path).map_err(|e| {
+                    materialize(&stack, work, &p.path).map_err(|e| {
                         tracing::warn!(%e, "materializing a redirected directory");
                         match e {
                             ToolError::Io { errno, .. } => errno,
