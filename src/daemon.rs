@@ -26,14 +26,28 @@ pub struct MountRequest {
 }
 
 fn fuse_mount_options(cfg: &Config, source: &str) -> Vec<MountOption> {
+    // `fsname=` and `subtype=` given override the defaults (test suites and
+    // mount helpers name their own).
+    let given = |key: &str| {
+        cfg.fuse_options
+            .iter()
+            .rev()
+            .find_map(|o| o.strip_prefix(key).map(str::to_string))
+    };
+    let fsname = given("fsname=").unwrap_or_else(|| source.to_string());
+    let subtype = given("subtype=").unwrap_or_else(|| "ovlfs".into());
     let mut opts = vec![
-        MountOption::FSName(source.to_string()),
-        // As a kernel option, so /proc/mounts shows the type fuse.ovlfs.
-        MountOption::CUSTOM("subtype=ovlfs".into()),
+        MountOption::FSName(fsname),
+        // As a kernel option, so /proc/mounts shows the type fuse.ovlfs
+        // (`subtype=` empty: plain fuse).
+        MountOption::CUSTOM(format!("subtype={subtype}")),
         // The kernel overlay checks permissions against the overlay inode with
         // the caller's credentials; the FUSE kernel does exactly that here.
         MountOption::DefaultPermissions,
     ];
+    if subtype.is_empty() {
+        opts.remove(1);
+    }
     if cfg.read_only {
         opts.push(MountOption::RO);
     }
