@@ -13,7 +13,7 @@ use fuser::{MountOption, SessionACL};
 
 use crate::engine::Overlay;
 use crate::fuse::OverlayFs;
-use crate::params::Config;
+use crate::params::{Callers, Config};
 use crate::sys;
 
 /// Everything a mount needs besides the overlay options.
@@ -86,6 +86,46 @@ fn fuse_mount_options(cfg: &Config, source: &str) -> Vec<MountOption> {
     opts
 }
 
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// Who may use the mount. As root (in any user namespace), every user by
+/// default, as with the kernel overlay and fuse-overlayfs; an ordinary user's
+/// mount admits others only where `conf` (/etc/fuse.conf) has
+/// `user_allow_other`, which fusermount3 enforces: asked for without it, a
+/// clear refusal; by default, the mounting user alone, said in the log.
+fn callers(asked: Option<Callers>, root: bool, conf: &str) -> Result<Callers> {
+    let permitted = root || fuse_conf_allows_other(conf);
+    match asked {
+        Some(c @ (Callers::All | Callers::OwnerAndRoot)) if !permitted => bail!(
+            "{}: {conf} has no user_allow_other line, so FUSE lets an ordinary user's mount \
+             admit no other user (add user_allow_other there, or mount without it)",
+            if c == Callers::All {
+                "allow_other"
+            } else {
+                "allow_root"
+            }
+        ),
+        Some(c) => Ok(c),
+        None if permitted => Ok(Callers::All),
+        None => {
+            tracing::info!(
+                "only you can use this mount: {conf} has no user_allow_other line (other users, \
+                 root included, get EACCES)"
+            );
+            Ok(Callers::Owner)
+        }
+    }
+}
+
+/// Whether fuse.conf lets ordinary users mount with allow_other.
+fn fuse_conf_allows_other(conf: &str) -> bool {
+    std::fs::read_to_string(conf).is_ok_and(|s| {
+        s.lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .any(|l| l == "user_allow_other")
+    })
+}
+
 fn check_mountpoint(p: &Path) -> Result<()> {
     let md = std::fs::metadata(p).with_context(|| format!("mountpoint {}", p.display()))?;
     if !md.is_dir() {
@@ -96,8 +136,10 @@ fn check_mountpoint(p: &Path) -> Result<()> {
 
 /// Mount and serve. In the background case this returns in the parent once
 /// the mount is live; the child serves until unmounted and then exits.
-pub fn run(req: MountRequest) -> Result<()> {
+pub fn run(mut req: MountRequest) -> Result<()> {
     check_mountpoint(&req.mountpoint)?;
+    let callers = callers(req.config.callers, sys::geteuid() == 0, FUSE_CONF)?;
+    req.config.callers = Some(callers);
     sys::raise_nofile_limit();
     let ovl = Overlay::new(req.config.clone()).map_err(anyhow::Error::new)?;
     if req.foreground {
@@ -163,10 +205,10 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
     let cfg = ovl.config().clone();
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = fuse_mount_options(&cfg, &req.source);
-    fcfg.acl = if cfg.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
+    fcfg.acl = match cfg.callers {
+        Some(Callers::All) => SessionACL::All,
+        Some(Callers::OwnerAndRoot) => SessionACL::RootAndOwner,
+        Some(Callers::Owner) | None => SessionACL::Owner,
     };
     fcfg.n_threads = Some(cfg.threads);
     fcfg.clone_fd = true;
@@ -215,4 +257,39 @@ fn serve(ovl: Overlay, req: &MountRequest, ready: Option<OwnedFd>) -> Result<()>
     }
     session.run().context("serving FUSE requests")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_by_privilege_and_fuse_conf() {
+        let dir = std::env::temp_dir().join(format!("ovlfs-fuse-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (yes, no) = (dir.join("yes"), dir.join("no"));
+        std::fs::write(&yes, "# mount_max = 1000\n  user_allow_other  # ok\n").unwrap();
+        std::fs::write(&no, "#user_allow_other\n").unwrap();
+        let (yes, no) = (yes.to_str().unwrap(), no.to_str().unwrap());
+        assert_eq!(callers(None, true, no).unwrap(), Callers::All);
+        assert_eq!(callers(None, false, yes).unwrap(), Callers::All);
+        assert_eq!(callers(None, false, no).unwrap(), Callers::Owner);
+        assert_eq!(
+            callers(None, false, "/nonexistent").unwrap(),
+            Callers::Owner
+        );
+        let err = callers(Some(Callers::All), false, no)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("user_allow_other") && err.contains(no),
+            "{err}"
+        );
+        assert!(callers(Some(Callers::OwnerAndRoot), false, no).is_err());
+        assert_eq!(
+            callers(Some(Callers::Owner), true, yes).unwrap(),
+            Callers::Owner
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

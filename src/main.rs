@@ -22,7 +22,11 @@ OPTIONS (-o, comma separated; empty entries are ignored):
   fsync=auto|strict|volatile, volatile
                          fsync copied-up data (auto), also the directories (strict), or
                          never (volatile: marks W/work/incompat/volatile, as the kernel does)
-  allow_other            let every user in (permissions are checked as the kernel overlay does)
+  allow_other            let every user in, permissions checked as the kernel overlay does
+                         (the default as root; as an ordinary user, the default where
+                         /etc/fuse.conf has user_allow_other, else refused with that reason)
+  noallow_other          only the mounting user may use the mount (FUSE's own default)
+  allow_root             the mounting user and root
   default_permissions    accepted; always in effect
   suid,nosuid,dev,nodev,exec,noexec,atime,noatime,sync,async,dirsync
                          generic mount flags (dev and suid are on by default, as in the kernel)

@@ -86,7 +86,9 @@ pub struct Config {
     pub uuid: UuidMode,
     pub xino: Xino,
     pub fsync: FsyncMode,
-    pub allow_other: bool,
+    /// Who may use the mount: `allow_other`, `allow_root`, `noallow_other`;
+    /// `None`: decided at mount (see `daemon::callers`).
+    pub callers: Option<Callers>,
     /// Generic FUSE/VFS options passed through to the kernel mount
     /// (`suid`, `nodev`, `noexec`, `noatime`, ...).
     pub fuse_options: Vec<String>,
@@ -96,6 +98,18 @@ pub struct Config {
     pub threads: usize,
     /// How long the kernel may cache names (negative ones too) and attributes.
     pub timeout: std::time::Duration,
+}
+
+/// Who may use a FUSE mount (the kernel admits only the mounting user unless
+/// told otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callers {
+    /// `noallow_other`: FUSE's default.
+    Owner,
+    /// `allow_root`.
+    OwnerAndRoot,
+    /// `allow_other`: every user, as with the kernel overlay.
+    All,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -284,7 +298,7 @@ impl Config {
             uuid: UuidMode::Auto,
             xino: Xino::Auto,
             fsync: FsyncMode::Auto,
-            allow_other: false,
+            callers: None,
             fuse_options: Vec::new(),
             debug: false,
             threads: 4,
@@ -391,7 +405,9 @@ impl Config {
                     }
                 }
             }
-            "allow_other" | "allow_root" if value.is_none() => self.allow_other = true,
+            "allow_other" if value.is_none() => self.callers = Some(Callers::All),
+            "allow_root" if value.is_none() => self.callers = Some(Callers::OwnerAndRoot),
+            "noallow_other" if value.is_none() => self.callers = Some(Callers::Owner),
             "debug" if value.is_none() => self.debug = true,
             "timeout" | "entry_timeout" | "attr_timeout" => {
                 let v = need(value)?;
@@ -587,6 +603,11 @@ mod tests {
     fn later_options_and_passthrough() {
         let c = Config::parse(&["lowerdir=/a", "noatime,nodev,index=off,rw,allow_other"]).unwrap();
         assert_eq!(c.fuse_options, vec!["noatime".to_string(), "nodev".into()]);
-        assert!(c.allow_other);
+        assert_eq!(c.callers, Some(Callers::All));
+        let c = Config::parse(&["lowerdir=/a,allow_other,noallow_other"]).unwrap();
+        assert_eq!(c.callers, Some(Callers::Owner), "the last one counts");
+        let c = Config::parse(&["lowerdir=/a,allow_root"]).unwrap();
+        assert_eq!(c.callers, Some(Callers::OwnerAndRoot));
+        assert_eq!(Config::parse(&["lowerdir=/a"]).unwrap().callers, None);
     }
 }

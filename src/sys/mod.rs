@@ -358,6 +358,12 @@ pub fn futimens(
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }
 
+/// The effective uid (0: root, possibly in a user namespace).
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 pub fn now_timespec() -> libc::timespec {
     libc::timespec {
         tv_sec: 0,

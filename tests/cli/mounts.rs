@@ -554,3 +554,43 @@ fn mount_command_via_mount_fuse3() {
     unmount_and_wait(&l.mnt, false);
     assert_eq!(fs::read(l.upper.join("via-mount")).unwrap(), b"ok\n");
 }
+
+/// `cat PATH` as uid/gid 1000 (no supplementary groups): its stdout, or stderr.
+fn cat_as_1000(p: &Path) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("cat")
+        .arg(p)
+        .uid(1000)
+        .gid(1000)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cat");
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// As root, the mount admits every user by default (as the kernel overlay
+/// and fuse-overlayfs as root do); `noallow_other` keeps FUSE's default.
+#[test]
+fn other_users_enter_a_root_mount_unless_noallow_other() {
+    if !can_mount("other_users_enter_a_root_mount_unless_noallow_other") {
+        return;
+    }
+    let l = layout();
+    for dir in [&l.scratch.path(""), &l.lower] {
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    mount_ok(&l.args(&l.opts()), &l.mnt);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|m| m.contains(&s(&l.mnt))).unwrap();
+    assert!(line.contains("allow_other"), "{line}");
+    assert_eq!(cat_as_1000(&l.mnt.join("from-lower")), Ok("lower\n".into()));
+    unmount_and_wait(&l.mnt, false);
+
+    mount_ok(&l.args(&format!("{},noallow_other", l.opts())), &l.mnt);
+    let err = cat_as_1000(&l.mnt.join("from-lower")).unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    unmount_and_wait(&l.mnt, false);
+}
