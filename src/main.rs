@@ -26,6 +26,8 @@ OPTIONS (-o, comma separated; empty entries are ignored):
                          (the default as root; as an ordinary user, the default where
                          /etc/fuse.conf has user_allow_other, else refused with that reason)
   noallow_other          only the mounting user may use the mount (FUSE's own default)
+  acl|noacl              POSIX ACLs enforced, inherited and kept in step with chmod, as the
+                         kernel overlay does (default acl); noacl: file modes only
   allow_root             the mounting user and root
   default_permissions    accepted; always in effect
   suid,nosuid,dev,nodev,exec,noexec,atime,noatime,sync,async,dirsync

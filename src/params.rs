@@ -86,6 +86,8 @@ pub struct Config {
     pub uuid: UuidMode,
     pub xino: Xino,
     pub fsync: FsyncMode,
+    /// POSIX ACLs enforced (`acl`, the default; `noacl`: modes only).
+    pub acl: bool,
     /// Who may use the mount: `allow_other`, `allow_root`, `noallow_other`;
     /// `None`: decided at mount (see `daemon::callers`).
     pub callers: Option<Callers>,
@@ -299,6 +301,7 @@ impl Config {
             xino: Xino::Auto,
             fsync: FsyncMode::Auto,
             callers: None,
+            acl: true,
             fuse_options: Vec::new(),
             debug: false,
             threads: 4,
@@ -408,6 +411,8 @@ impl Config {
             "allow_other" if value.is_none() => self.callers = Some(Callers::All),
             "allow_root" if value.is_none() => self.callers = Some(Callers::OwnerAndRoot),
             "noallow_other" if value.is_none() => self.callers = Some(Callers::Owner),
+            "acl" if value.is_none() => self.acl = true,
+            "noacl" if value.is_none() => self.acl = false,
             "debug" if value.is_none() => self.debug = true,
             "timeout" | "entry_timeout" | "attr_timeout" => {
                 let v = need(value)?;

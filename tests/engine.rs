@@ -195,6 +195,7 @@ fn mkdir_over_whiteout_is_opaque_and_rename_rules() {
         uid: 0,
         gid: 0,
         pid: 0,
+        umask: 0,
     };
     let d = lookup_path(&ovl, "d").unwrap();
     ovl.unlink(d, OsStr::new("old")).unwrap();

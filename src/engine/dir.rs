@@ -6,7 +6,7 @@
 //! (built in the workdir and exchanged), and a directory made there is opaque.
 
 use crate::format::xattr::OvlXattr;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, MutexGuard};
 
@@ -67,6 +67,51 @@ pub(super) fn lock_pair<'a>(
     } else {
         let gb = lock_for_change(ovl, b);
         (lock_for_change(ovl, a), Some(gb))
+    }
+}
+
+/// The xattr of a directory's default POSIX ACL.
+const DEFAULT_ACL: &str = "system.posix_acl_default";
+
+/// Where a new object is built in the workdir: `W/work/TMP` itself, or,
+/// where the upper parent has a default ACL, `W/work/TMP/o` inside a
+/// directory carrying the same default ACL, so the filesystem applies it as
+/// it would have in place.
+struct BuildPlace<'a> {
+    work: &'a OwnedFd,
+    tmp: &'a OsStr,
+    dir: OwnedFd,
+    name: OsString,
+}
+
+impl<'a> BuildPlace<'a> {
+    fn new(work: &'a OwnedFd, tmp: &'a OsStr, default_acl: Option<&[u8]>) -> Result<Self> {
+        let Some(acl) = default_acl else {
+            let dir = work.try_clone().map_err(Errno::from)?;
+            return Ok(BuildPlace {
+                work,
+                tmp,
+                dir,
+                name: tmp.to_os_string(),
+            });
+        };
+        sys::mkdirat(work.as_fd(), tmp, 0o700)?;
+        let made = sys::openat(work.as_fd(), tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .and_then(|d| sys::setxattr(d.as_fd(), OsStr::new(DEFAULT_ACL), acl, 0).map(|()| d));
+        let place = |dir| BuildPlace {
+            work,
+            tmp,
+            dir,
+            name: "o".into(),
+        };
+        made.map(place).inspect_err(|_| {
+            let _ = super::remove_tree(work.as_fd(), tmp);
+        })
+    }
+
+    /// Remove what was built (after a failure).
+    fn discard(&self) {
+        let _ = super::remove_tree(self.work.as_fd(), self.tmp);
     }
 }
 
@@ -131,8 +176,10 @@ impl Overlay {
         sys::fchown(fd.as_fd(), Some(uid), Some(gid)).map_err(undo)?;
         if !matches!(what, NewObject::Symlink { .. }) && perm & (libc::S_ISUID | libc::S_ISGID) != 0
         {
-            // chown dropped the set-id bits; the caller asked for them.
-            sys::fchmod(fd.as_fd(), perm).map_err(undo)?;
+            // chown dropped the set-id bits; the caller asked for them. The
+            // permission bits stay as made (a default ACL may have masked them).
+            let made = sys::fstat(fd.as_fd()).map_err(undo)?.st_mode & 0o777;
+            sys::fchmod(fd.as_fd(), made | (perm & 0o7000)).map_err(undo)?;
         }
         Ok(file)
     }
@@ -167,6 +214,16 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
+        // The parent's default ACL decides the new object's permissions, as
+        // the layer's filesystem applies it; without one, the caller's umask.
+        let inherit = match self.cfg.acl {
+            true => sys::getxattr(pfd.as_fd(), OsStr::new(DEFAULT_ACL)).ok(),
+            false => None,
+        };
+        let mode = match inherit {
+            Some(_) => mode,
+            None => mode & !(caller.umask & 0o777),
+        };
         if let NewObject::Link { source } = &what {
             self.nlink_start(source)?;
         }
@@ -194,7 +251,11 @@ impl Overlay {
             // Build it in the workdir and swap it with the whiteout in one step.
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
-            let file = self.make_real(work.as_fd(), &tmp, &what, mode, Some((uid, gid)))?;
+            let build = BuildPlace::new(work, &tmp, inherit.as_deref())?;
+            let (bdir, bname) = (build.dir.as_fd(), build.name.as_os_str());
+            let file = self
+                .make_real(bdir, bname, &what, mode, Some((uid, gid)))
+                .inspect_err(|_| build.discard())?;
             let flags = if r.upper_whiteout {
                 sys::RENAME_EXCHANGE
             } else {
@@ -202,16 +263,16 @@ impl Overlay {
             };
             let swapped = (|| {
                 if (r.upper_whiteout || opaque_mkdir) && matches!(what, NewObject::Dir) {
-                    let fd = sys::openat(work.as_fd(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+                    let fd = sys::openat(bdir, bname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
                     sys::setxattr(fd.as_fd(), self.xattr.get(OvlXattr::Opaque), b"y", 0)?;
                 }
-                sys::renameat2(work.as_fd(), &tmp, pfd.as_fd(), name, flags)
+                sys::renameat2(bdir, bname, pfd.as_fd(), name, flags)
             })();
             if let Err(e) = swapped {
-                let _ = super::remove_tree(work.as_fd(), &tmp);
+                build.discard();
                 return Err(e);
             }
-            if r.upper_whiteout {
+            if r.upper_whiteout || inherit.is_some() {
                 self.remove_work_tree(&tmp);
             }
             file

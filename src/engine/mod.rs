@@ -45,6 +45,9 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The caller's umask, for what it creates (FUSE hands it over unapplied
+    /// with POSIX ACLs on: the parent's default ACL, if any, decides then).
+    pub umask: u32,
 }
 
 impl Caller {
@@ -52,6 +55,7 @@ impl Caller {
         uid: 0,
         gid: 0,
         pid: 0,
+        umask: 0,
     };
 
     /// Whether the caller belongs to `gid` (primary or supplementary group).

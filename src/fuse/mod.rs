@@ -64,6 +64,15 @@ fn caller(req: &Request) -> Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
+    }
+}
+
+/// The caller of a request that creates something, with its umask.
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller {
+        umask,
+        ..caller(req)
     }
 }
 
@@ -217,6 +226,15 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_NO_OPENDIR_SUPPORT
             | InitFlags::FUSE_PASSTHROUGH
+            // The kernel checks POSIX ACLs (from the xattrs we serve) with
+            // default_permissions and keeps their mask in step with chmod;
+            // the umask is left to us (create_object applies it, or the
+            // parent's default ACL does).
+            | if self.ovl.config().acl {
+                InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK
+            } else {
+                InitFlags::empty()
+            }
             // No nfs_export: file handles are refused (EOPNOTSUPP) as by the
             // kernel overlay, instead of handles that go stale once evicted.
             | InitFlags::FUSE_NO_EXPORT_SUPPORT;
@@ -305,13 +323,13 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         let r = self
             .ovl
-            .mknod(&caller(req), parent.0, name, mode, u64::from(rdev));
+            .mknod(&creator(req, umask), parent.0, name, mode, u64::from(rdev));
         self.reply_node("mknod", (parent, name), r, reply);
     }
 
@@ -321,10 +339,10 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.ovl.mkdir(&caller(req), parent.0, name, mode);
+        let r = self.ovl.mkdir(&creator(req, umask), parent.0, name, mode);
         self.reply_node("mkdir", (parent, name), r, reply);
     }
 
@@ -643,13 +661,13 @@ impl Filesystem for OverlayFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let r = self
             .ovl
-            .create(&caller(req), parent.0, name, mode, flags)
+            .create(&creator(req, umask), parent.0, name, mode, flags)
             .and_then(|(n, fh)| {
                 self.ovl.getattr(n.ino).map(|a| (a, fh)).inspect_err(|_| {
                     self.ovl.release(fh);
