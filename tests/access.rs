@@ -10,6 +10,8 @@
 //!
 //! Callers: root; uid 1000 and 1001 without groups; uid 1000 in group 2000;
 //! root without CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID.
+//! Set-ID files get writes (appending, truncating opens, truncate,
+//! fallocate, in-place dd) and chgrp from each.
 
 mod common;
 
@@ -72,6 +74,13 @@ const OPS: &[&str] = &[
     "mv {M}/plain/p_{W} {M}/plain/q_{W}",
     "rmdir {M}/dacl/d_{W}/sub_{W}",
     "rm {M}/f_deny",
+    // Set-ID bits dropped by a change from a caller without CAP_FSETID.
+    "echo x >> {M}/sg_{W}",
+    "truncate -s 1 {M}/sgg_{W}",
+    "echo y > {M}/su_{W}",
+    "fallocate -l 64 {M}/sgx_{W}",
+    "dd if=/dev/zero of={M}/su3_{W} bs=1 count=2 conv=notrunc status=none",
+    "chgrp 2000 {M}/su2_{W}",
 ];
 
 /// The lower layer: ACLs set with setfacl, owners and modes by hand.
@@ -97,8 +106,12 @@ fn lower(l: &Path) {
         chown 0:2000 sgid; chmod 2777 sgid; chmod 1777 sticky");
     for (who, _) in CALLERS {
         for u in UMASKS {
+            let w = format!("{who}_{u}");
             sh(&format!(
-                "echo v > sticky/victim_{who}_{u}; chown 1001:1001 sticky/victim_{who}_{u}"
+                "echo v > sticky/victim_{w}; chown 1001:1001 sticky/victim_{w}; \
+                 for f in sg sgg su sgx su2 su3; do echo s > ${{f}}_{w}; done; \
+                 chmod 2767 sg_{w} sgg_{w}; chgrp 2000 sgg_{w}; chmod 6777 su_{w} su3_{w}; \
+                 chmod 2777 sgx_{w}; chmod 6755 su2_{w}"
             ));
         }
     }

@@ -107,7 +107,7 @@ fn lookup_path(ovl: &Overlay, path: &str) -> Result<u64, Errno> {
 }
 
 fn read_all(ovl: &Overlay, ino: u64) -> String {
-    let fh = ovl.open(ino, libc::O_RDONLY, &Caller::ROOT).unwrap();
+    let fh = ovl.open(ino, libc::O_RDONLY).unwrap();
     let mut buf = Vec::new();
     ovl.read(fh, 0, 1 << 20, &mut buf).unwrap();
     ovl.release(fh);
@@ -157,9 +157,7 @@ fn copy_up_keeps_metadata_and_is_atomic() {
     let ovl = s.mount();
     let ino = lookup_path(&ovl, "dir/f").unwrap();
     let before = ovl.getattr(ino).unwrap();
-    let fh = ovl
-        .open(ino, libc::O_WRONLY | libc::O_APPEND, &Caller::ROOT)
-        .unwrap();
+    let fh = ovl.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
     ovl.write(fh, 0, b"+more").unwrap();
     ovl.release(fh);
     let m = fs::metadata(s.p("u/dir/f")).unwrap();
@@ -279,8 +277,8 @@ fn read_handle_follows_copy_up() {
     write(&s.p("l1/f"), "old!");
     let ovl = s.mount();
     let ino = lookup_path(&ovl, "f").unwrap();
-    let rd = ovl.open(ino, libc::O_RDONLY, &Caller::ROOT).unwrap();
-    let wr = ovl.open(ino, libc::O_WRONLY, &Caller::ROOT).unwrap();
+    let rd = ovl.open(ino, libc::O_RDONLY).unwrap();
+    let wr = ovl.open(ino, libc::O_WRONLY).unwrap();
     ovl.write(wr, 0, b"new!").unwrap();
     let mut buf = Vec::new();
     ovl.read(rd, 0, 16, &mut buf).unwrap();
@@ -296,6 +294,7 @@ fn read_handle_follows_copy_up() {
             mode: Some(0o600),
             ..Default::default()
         },
+        &Caller::ROOT,
     )
     .unwrap();
     assert_eq!(fs::metadata(s.p("u/g")).unwrap().mode() & 0o777, 0o600);
@@ -352,6 +351,7 @@ fn uuid_modes() {
             mode: Some(0o600),
             ..Default::default()
         },
+        &Caller::ROOT,
     )
     .unwrap();
     drop(ovl);
@@ -369,6 +369,7 @@ fn uuid_modes() {
             mode: Some(0o600),
             ..Default::default()
         },
+        &Caller::ROOT,
     )
     .unwrap();
     drop(ovl);
@@ -397,6 +398,7 @@ fn uuid_modes() {
             mode: Some(0o600),
             ..Default::default()
         },
+        &Caller::ROOT,
     )
     .unwrap();
     drop(ovl);

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use super::copy_up::CopyUp;
 use super::node::Node;
-use super::{Caller, Errno, Overlay, Result};
+use super::{Errno, Overlay, Result};
 use crate::sys;
 
 /// One open of a regular file.
@@ -73,7 +73,7 @@ fn wants_write(flags: i32) -> bool {
 }
 
 impl Overlay {
-    pub fn open(&self, ino: u64, flags: i32, caller: &Caller) -> Result<u64> {
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
         let node = self.node(ino)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
@@ -97,21 +97,6 @@ impl Overlay {
             // Lower layers are never changed, atimes included.
             false => sys::reopen_noatime(fd.as_fd(), real_flags(flags))?,
         };
-        if flags & libc::O_TRUNC != 0 && caller.uid != 0 {
-            // A truncating open drops set-ID bits for a caller without
-            // CAP_FSETID, as the VFS's do_truncate does.
-            let st = sys::fstat(real.as_fd())?;
-            let mut mode = st.st_mode & 0o7777;
-            if mode & libc::S_ISUID != 0 {
-                mode &= !libc::S_ISUID;
-            }
-            if mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
-                mode &= !libc::S_ISGID;
-            }
-            if mode != st.st_mode & 0o7777 {
-                sys::fchmod(real.as_fd(), mode)?;
-            }
-        }
         Ok(self.register_open(node, flags, real, on_upper))
     }
 
@@ -136,6 +121,12 @@ impl Overlay {
             return None;
         }
         let up = f.node.upper().ok()??;
+        // A set-ID file is served here: a write by another user must drop
+        // the bits, and the kernel says so only on writes it sends us.
+        let st = sys::fstat(up.as_fd()).ok()?;
+        if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            return None;
+        }
         sys::reopen(up.as_fd(), libc::O_RDWR | libc::O_LARGEFILE).ok()
     }
 

@@ -54,6 +54,9 @@ pub struct SetAttr {
     pub mtime: Option<Timestamp>,
     /// The open file the change came through, if any.
     pub fh: Option<u64>,
+    /// The kernel says the change drops set-ID bits (KILLPRIV_V2): the
+    /// caller lacks CAP_FSETID (see `Overlay::drop_setid`).
+    pub kill_suidgid: bool,
 }
 
 impl Overlay {
@@ -107,7 +110,7 @@ impl Overlay {
         }
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr) -> Result<Attr> {
+    pub fn setattr(&self, ino: u64, set: SetAttr, caller: &Caller) -> Result<Attr> {
         let node = self.node(ino)?;
         self.check_writable()?;
         // Truncating to zero needs no data copied up; the size still changes
@@ -157,6 +160,13 @@ impl Overlay {
             }
             sys::fchmod(fd, mode & 0o7777)?;
         }
+        if set.kill_suidgid && node.kind == libc::S_IFREG {
+            let st = sys::fstat(fd)?;
+            let killed = killed_mode(st.st_mode & 0o7777, st.st_gid, caller);
+            if killed != st.st_mode & 0o7777 {
+                sys::fchmod(fd, killed)?;
+            }
+        }
         if set.atime.is_some() || set.mtime.is_some() {
             let a = set.atime.map(Timestamp::to_timespec);
             let m = set.mtime.map(Timestamp::to_timespec);
@@ -177,6 +187,37 @@ impl Overlay {
             return Err(Errno::EINVAL);
         }
         sys::readlink_fd(node.top_fd()?.as_fd())
+    }
+
+    /// Drop set-ID bits of node `ino` as a write, truncating open or other
+    /// change by `caller` does, where the kernel says so (KILLPRIV_V2: it
+    /// sends the flag when the caller lacks CAP_FSETID).
+    /// Through open file `fh` where given (it may have lost its name).
+    pub fn drop_setid(&self, ino: u64, fh: Option<u64>, caller: &Caller) -> Result<()> {
+        let node = self.node(ino)?;
+        if node.kind != libc::S_IFREG {
+            return Ok(());
+        }
+        let open = fh
+            .and_then(|fh| self.files.get(fh))
+            .filter(|f| f.node.ino == ino && f.writable() && node.data_in_upper());
+        let fd = match open {
+            Some(f) => f.real_fd()?,
+            None => {
+                let st = node.stat()?;
+                if killed_mode(st.st_mode & 0o7777, st.st_gid, caller) == st.st_mode & 0o7777 {
+                    return Ok(());
+                }
+                self.copy_up_meta(&node)?
+            }
+        };
+        let st = sys::fstat(fd.as_fd())?;
+        let killed = killed_mode(st.st_mode & 0o7777, st.st_gid, caller);
+        if killed != st.st_mode & 0o7777 {
+            sys::fchmod(fd.as_fd(), killed)?;
+            self.attr_changed(ino);
+        }
+        Ok(())
     }
 
     /// statfs of the upper filesystem (of the top lower without one); the name
@@ -239,4 +280,16 @@ impl Overlay {
         let upper = self.xattr_upper(&node)?;
         sys::removexattr(upper.as_fd(), &real)
     }
+}
+
+/// The mode a change by `caller` leaves where set-ID bits must go (the
+/// kernel's setattr_should_drop_suidgid, for a caller without CAP_FSETID):
+/// set-user-ID always; set-group-ID where the file is group-executable or
+/// the caller is not in the file's group `gid`.
+fn killed_mode(mode: u32, gid: u32, caller: &Caller) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !caller.in_group(gid)) {
+        m &= !libc::S_ISGID;
+    }
+    m
 }

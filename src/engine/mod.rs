@@ -58,6 +58,13 @@ impl Caller {
         umask: 0,
     };
 
+    /// Whether the caller may keep set-ID bits on what it changes
+    /// (CAP_FSETID in its effective set). Unknown callers (pid 0): yes.
+    pub fn has_cap_fsetid(&self) -> bool {
+        // CAP_FSETID is capability 4 (linux/capability.h).
+        self.pid == 0 || sys::process_has_cap(self.pid, 4)
+    }
+
     /// Whether the caller belongs to `gid` (primary or supplementary group).
     fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || (self.pid != 0 && sys::process_groups(self.pid).contains(&gid))

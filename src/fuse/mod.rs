@@ -188,6 +188,25 @@ impl OverlayFs {
         ferr(e)
     }
 
+    /// Drop set-ID bits of the file written through `fh` unless the caller
+    /// has CAP_FSETID (for the writes the kernel sends no kill flag with).
+    fn drop_setid_unless_capable(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        req: &Request,
+    ) -> Result<(), Errno> {
+        let c = caller(req);
+        let setid = self
+            .ovl
+            .getattr(ino.0)
+            .is_ok_and(|a| a.stat.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0);
+        if setid && !c.has_cap_fsetid() {
+            self.ovl.drop_setid(ino.0, Some(fh.0), &c)?;
+        }
+        Ok(())
+    }
+
     /// Reply with a node the engine handed one kernel reference; give the
     /// reference back if the reply cannot be made.
     fn reply_node(
@@ -226,6 +245,11 @@ impl Filesystem for OverlayFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_NO_OPENDIR_SUPPORT
             | InitFlags::FUSE_PASSTHROUGH
+            // Set-ID bits are dropped here, where the kernel says (the kill
+            // flags on write, truncate, chown and truncating opens), with the
+            // kernel's rule; without it FUSE keeps set-group-ID on files
+            // that are not group-executable.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // The kernel checks POSIX ACLs (from the xattrs we serve) with
             // default_permissions and keeps their mask in step with chmod;
             // the umask is left to us (create_object applies it, or the
@@ -279,7 +303,7 @@ impl Filesystem for OverlayFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -293,6 +317,7 @@ impl Filesystem for OverlayFs {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         let set = SetAttr {
@@ -303,8 +328,9 @@ impl Filesystem for OverlayFs {
             atime: atime.map(timestamp),
             mtime: mtime.map(timestamp),
             fh: fh.map(|f| f.0),
+            kill_suidgid,
         };
-        match self.ovl.setattr(ino.0, set) {
+        match self.ovl.setattr(ino.0, set, &caller(req)) {
             Ok(a) => reply.attr(&self.ttl(&a), &to_attr(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
@@ -410,11 +436,23 @@ impl Filesystem for OverlayFs {
         self.reply_node("link", (newparent, newname), r, reply);
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fh = match self.ovl.open(ino.0, flags.0, &caller(req)) {
+    fn open(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: OpenFlags,
+        kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
+        let fh = match self.ovl.open(ino.0, flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(self.fail("open", e)),
         };
+        // A truncating open by a caller without CAP_FSETID (KILLPRIV_V2).
+        if kill_suidgid && let Err(e) = self.ovl.drop_setid(ino.0, Some(fh), &caller(req)) {
+            self.ovl.release(fh);
+            return reply.error(self.fail("open", e));
+        }
         let backing = || self.ovl.backing_file(fh);
         match self.io.open(ino.0, backing, |fd| reply.open_backing(fd)) {
             Decision::Passthrough(id) => {
@@ -463,7 +501,7 @@ impl Filesystem for OverlayFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -473,6 +511,12 @@ impl Filesystem for OverlayFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // A write by a caller without CAP_FSETID (KILLPRIV_V2).
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(e) = self.ovl.drop_setid(ino.0, Some(fh.0), &caller(req))
+        {
+            return reply.error(self.fail("write", e));
+        }
         match self.ovl.write(fh.0, offset, data) {
             Ok(n) => {
                 // Page-cache writeback (mmap'ed pages) updates no cached times
@@ -712,14 +756,19 @@ impl Filesystem for OverlayFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        // The kernel sends no kill flag here (KILLPRIV_V2 covers write,
+        // truncate, chown and open): the caller's own capability decides.
+        if let Err(e) = self.drop_setid_unless_capable(ino, fh, req) {
+            return reply.error(self.fail("fallocate", e));
+        }
         match self.ovl.fallocate(fh.0, mode, offset, length) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fallocate", e)),
@@ -743,17 +792,20 @@ impl Filesystem for OverlayFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        if let Err(e) = self.drop_setid_unless_capable(ino_out, fh_out, req) {
+            return reply.error(self.fail("copy_file_range", e));
+        }
         match self
             .ovl
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)

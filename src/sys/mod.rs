@@ -637,6 +637,18 @@ pub fn process_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Whether process `pid` has capability `cap` in its effective set
+/// (false when it cannot be told).
+pub fn process_has_cap(pid: u32, cap: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1u64 << cap) != 0)
+}
+
 // ---- process control for daemonizing --------------------------------------------
 
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {

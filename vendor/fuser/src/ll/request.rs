@@ -484,6 +484,11 @@ mod op {
         }
 
         // TODO: Why does *set*attr want to have an attr response?
+        /// FATTR_KILL_SUIDGID: the kernel says the caller's change must drop
+        /// set-ID bits (FUSE_HANDLE_KILLPRIV_V2; ovlfs patch).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            FattrFlags::from_bits_retain(self.arg.valid).contains(FattrFlags::FATTR_KILL_SUIDGID)
+        }
     }
     impl Display for SetAttr<'_> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -664,6 +669,11 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        /// FUSE_OPEN_KILL_SUIDGID: a truncating open by a caller the kernel
+        /// says must lose set-ID bits (FUSE_HANDLE_KILLPRIV_V2; ovlfs patch).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & 1 != 0
         }
     }
 
