@@ -11,7 +11,8 @@
 //! Callers: root; uid 1000 and 1001 without groups; uid 1000 in group 2000;
 //! root without CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID.
 //! Set-ID files get writes (appending, truncating opens, truncate,
-//! fallocate, in-place dd) and chgrp from each.
+//! fallocate, in-place dd) and chgrp from each; files with capabilities
+//! (security.capability) are written and truncated.
 
 mod common;
 
@@ -81,6 +82,9 @@ const OPS: &[&str] = &[
     "fallocate -l 64 {M}/sgx_{W}",
     "dd if=/dev/zero of={M}/su3_{W} bs=1 count=2 conv=notrunc status=none",
     "chgrp 2000 {M}/su2_{W}",
+    // File capabilities go with a change by another user.
+    "echo x >> {M}/cap_{W}",
+    "truncate -s 1 {M}/capt_{W}",
 ];
 
 /// The lower layer: ACLs set with setfacl, owners and modes by hand.
@@ -111,7 +115,9 @@ fn lower(l: &Path) {
                 "echo v > sticky/victim_{w}; chown 1001:1001 sticky/victim_{w}; \
                  for f in sg sgg su sgx su2 su3; do echo s > ${{f}}_{w}; done; \
                  chmod 2767 sg_{w} sgg_{w}; chgrp 2000 sgg_{w}; chmod 6777 su_{w} su3_{w}; \
-                 chmod 2777 sgx_{w}; chmod 6755 su2_{w}"
+                 chmod 2777 sgx_{w}; chmod 6755 su2_{w}; \
+                 for f in cap capt; do echo c > ${{f}}_{w}; chmod 666 ${{f}}_{w}; \
+                 setcap cap_net_raw+ep ${{f}}_{w}; done"
             ));
         }
     }
