@@ -39,7 +39,8 @@ const CALLERS: &[(&str, &[&str])] = &[
 const UMASKS: &[&str] = &["022", "077"];
 
 /// Shell commands; `{M}` is the mount point, `{W}` the caller and umask, so
-/// each caller makes names of its own.
+/// each caller makes names of its own, `{U}` the umask alone (root's names:
+/// root runs each operation first).
 const OPS: &[&str] = &[
     // Access ACLs on lower files and a directory.
     "cat {M}/f_deny",
@@ -75,6 +76,15 @@ const OPS: &[&str] = &[
     "mv {M}/plain/p_{W} {M}/plain/q_{W}",
     "rmdir {M}/dacl/d_{W}/sub_{W}",
     "rm {M}/f_deny",
+    "setfattr -n security.k -v v {M}/f_allow",
+    "setfattr -x system.posix_acl_access {M}/plain/f_{W}",
+    // Upper files with ACLs (made by root above, umask {U}): inherited, set.
+    "cat {M}/dacl/f_root_{U}",
+    "echo u >> {M}/dacl/f_root_{U}",
+    "setfacl -m u:1000:--- {M}/plain/f_root_{U}",
+    "cat {M}/plain/f_root_{U}",
+    "rmdir {M}/sticky/vdir_{W}",
+    "mv {M}/sticky/vmv_{W} {M}/sticky/moved_{W}",
     // Set-ID bits dropped by a change from a caller without CAP_FSETID.
     "echo x >> {M}/sg_{W}",
     "truncate -s 1 {M}/sgg_{W}",
@@ -113,6 +123,8 @@ fn lower(l: &Path) {
             let w = format!("{who}_{u}");
             sh(&format!(
                 "echo v > sticky/victim_{w}; chown 1001:1001 sticky/victim_{w}; \
+                 mkdir sticky/vdir_{w}; echo m > sticky/vmv_{w}; \
+                 chown 1001:1001 sticky/vdir_{w} sticky/vmv_{w}; \
                  for f in sg sgg su sgx su2 su3; do echo s > ${{f}}_{w}; done; \
                  chmod 2767 sg_{w} sgg_{w}; chgrp 2000 sgg_{w}; chmod 6777 su_{w} su3_{w}; \
                  chmod 2777 sgx_{w}; chmod 6755 su2_{w}; \
@@ -129,7 +141,8 @@ fn run(mnt: &Path, who: &(&str, &[&str]), umask: &str, op: &str) -> String {
     let m = mnt.to_str().unwrap();
     let cmd = op
         .replace("{M}", m)
-        .replace("{W}", &format!("{}_{umask}", who.0));
+        .replace("{W}", &format!("{}_{umask}", who.0))
+        .replace("{U}", umask);
     let out = Command::new("setpriv")
         .args(who.1)
         .args(["sh", "-c", &format!("umask {umask}; {cmd}")])
