@@ -594,3 +594,32 @@ fn other_users_enter_a_root_mount_unless_noallow_other() {
     assert!(err.contains("Permission denied"), "{err}");
     unmount_and_wait(&l.mnt, false);
 }
+
+/// `noacl`: modes alone decide (an ACL denying uid 1000 a 0666 file is not
+/// enforced); by default it is, as in the kernel overlay.
+#[test]
+fn noacl_leaves_acls_unenforced() {
+    if !can_mount("noacl_leaves_acls_unenforced") {
+        return;
+    }
+    let l = layout();
+    for dir in [&l.scratch.path(""), &l.lower] {
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let f = l.lower.join("denied");
+    fs::write(&f, "data\n").unwrap();
+    fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let st = Command::new("setfacl")
+        .args(["-m", "u:1000:---"])
+        .arg(&f)
+        .status()
+        .expect("setfacl (apt-get install acl)");
+    assert!(st.success());
+    mount_ok(&l.args(&l.opts()), &l.mnt);
+    let err = cat_as_1000(&l.mnt.join("denied")).unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    unmount_and_wait(&l.mnt, false);
+    mount_ok(&l.args(&format!("{},noacl", l.opts())), &l.mnt);
+    assert_eq!(cat_as_1000(&l.mnt.join("denied")), Ok("data\n".into()));
+    unmount_and_wait(&l.mnt, false);
+}
