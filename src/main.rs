@@ -655,7 +655,12 @@ fn remount_flags(options: &[String]) -> Result<Option<libc::c_ulong>> {
             "relatime" => flags |= libc::MS_RELATIME,
             "strictatime" => flags |= libc::MS_STRICTATIME,
             "sync" => flags |= libc::MS_SYNCHRONOUS,
-            other => bail!("-o remount: option \"{other}\" cannot change on a remount"),
+            // As the kernel overlay through mount(2): every other option is
+            // ignored on a remount (mount helpers pass the whole option
+            // list again); said, since none of them changes anything.
+            other => eprintln!(
+                "ovlfs: -o remount: \"{other}\" ignored (only generic mount flags change on a remount)"
+            ),
         }
     }
     Ok(Some(flags))
