@@ -154,7 +154,7 @@ impl Overlay {
             NewObject::File { flags } => {
                 let f = libc::O_CREAT
                     | libc::O_EXCL
-                    | (flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL));
+                    | (super::file::real_flags(*flags) & !libc::O_TRUNC);
                 file = Some(sys::openat(dir, name, f, perm)?);
             }
             NewObject::Dir => sys::mkdirat(dir, name, perm)?,

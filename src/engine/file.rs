@@ -64,8 +64,12 @@ impl FileTable {
 }
 
 /// Flags the real open may carry: creation is ours, not the caller's.
-fn real_flags(flags: i32) -> i32 {
-    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW)
+/// Flags for the daemon's own fd of the real file. Not O_DIRECT: the data of
+/// a FUSE request sits at no aligned address, so direct I/O from it fails
+/// with EINVAL (the caller's O_DIRECT already bypasses the FUSE page cache;
+/// passthrough opens keep it, on their own backing file).
+pub(super) fn real_flags(flags: i32) -> i32 {
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT)
 }
 
 fn wants_write(flags: i32) -> bool {
