@@ -92,6 +92,8 @@ const OPS: &[&str] = &[
     "fallocate -l 64 {M}/sgx_{W}",
     "dd if=/dev/zero of={M}/su3_{W} bs=1 count=2 conv=notrunc status=none",
     "chgrp 2000 {M}/su2_{W}",
+    "chown 0 {M}/csg_{W}",
+    "setfacl -m u::rwx,g::rwx,o::rwx {M}/aclsg_{W}",
     // File capabilities go with a change by another user.
     "echo x >> {M}/cap_{W}",
     "truncate -s 1 {M}/capt_{W}",
@@ -128,6 +130,9 @@ fn lower(l: &Path) {
                  for f in sg sgg su sgx su2 su3; do echo s > ${{f}}_{w}; done; \
                  chmod 2767 sg_{w} sgg_{w}; chgrp 2000 sgg_{w}; chmod 6777 su_{w} su3_{w}; \
                  chmod 2777 sgx_{w}; chmod 6755 su2_{w}; \
+                 for f in csg aclsg; do echo g > ${{f}}_{w}; done; \
+                 chown 1000:1000 csg_{w}; chmod 6744 csg_{w}; \
+                 chown 1000:2000 aclsg_{w}; chmod 2755 aclsg_{w}; \
                  for f in cap capt; do echo c > ${{f}}_{w}; chmod 666 ${{f}}_{w}; \
                  setcap cap_net_raw+ep ${{f}}_{w}; done"
             ));

@@ -113,6 +113,7 @@ impl Overlay {
     pub fn setattr(&self, ino: u64, set: SetAttr, caller: &Caller) -> Result<Attr> {
         let node = self.node(ino)?;
         self.check_writable()?;
+        self.check_chown_kill(&node, &set, caller)?;
         // Truncating to zero needs no data copied up; the size still changes
         // (from the lower's), so the times must change as the truncate would.
         let mut emptied = false;
@@ -220,6 +221,42 @@ impl Overlay {
         Ok(())
     }
 
+    /// A chown that drops set-ID bits changes the mode too, which the kernel
+    /// allows only the owner or a holder of CAP_FOWNER (setattr_prepare: no
+    /// ATTR_FORCE on chown), before anything changes.
+    fn check_chown_kill(&self, node: &Node, set: &SetAttr, caller: &Caller) -> Result<()> {
+        if !set.kill_suidgid || (set.uid.is_none() && set.gid.is_none()) {
+            return Ok(());
+        }
+        if node.kind != libc::S_IFREG {
+            return Ok(());
+        }
+        let st = node.stat()?;
+        let mode = st.st_mode & 0o7777;
+        let changes_mode = killed_mode(mode, st.st_gid, caller) != mode;
+        if changes_mode && caller.uid != st.st_uid && !caller.has_cap(super::CAP_FOWNER) {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// Clear set-group-ID of `ino` (in its upper copy) unless `caller` is in
+    /// its group or has CAP_FSETID: what setting an access ACL does to the mode.
+    pub fn drop_sgid_unless_member(&self, ino: u64, caller: &Caller) -> Result<()> {
+        let node = self.node(ino)?;
+        let Some(up) = node.upper()? else {
+            return Ok(());
+        };
+        let st = sys::fstat(up.as_fd())?;
+        let mode = st.st_mode & 0o7777;
+        if mode & libc::S_ISGID == 0 || caller.in_group(st.st_gid) || caller.has_cap_fsetid() {
+            return Ok(());
+        }
+        sys::fchmod(up.as_fd(), mode & !libc::S_ISGID)?;
+        self.attr_changed(ino);
+        Ok(())
+    }
+
     /// statfs of the upper filesystem (of the top lower without one); the name
     /// length is the largest of all layers'.
     pub fn statfs(&self) -> Result<libc::statvfs> {
@@ -282,13 +319,16 @@ impl Overlay {
     }
 }
 
-/// The mode a change by `caller` leaves where set-ID bits must go (the
-/// kernel's setattr_should_drop_suidgid, for a caller without CAP_FSETID):
-/// set-user-ID always; set-group-ID where the file is group-executable or
-/// the caller is not in the file's group `gid`.
+/// The mode a change by `caller` leaves where the kernel says set-ID bits
+/// must go (its setattr_should_drop_suidgid; chown_common for chown, whose
+/// flag comes whatever the caller's capabilities): set-user-ID always;
+/// set-group-ID where the file is group-executable, or the caller is neither
+/// in the file's group `gid` nor holds CAP_FSETID.
 fn killed_mode(mode: u32, gid: u32, caller: &Caller) -> u32 {
     let mut m = mode & !libc::S_ISUID;
-    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !caller.in_group(gid)) {
+    if m & libc::S_ISGID != 0
+        && (m & libc::S_IXGRP != 0 || !(caller.in_group(gid) || caller.has_cap_fsetid()))
+    {
         m &= !libc::S_ISGID;
     }
     m

@@ -39,6 +39,10 @@ use crate::params::{Config, FsyncMode};
 use crate::sys;
 use node::NodeTable;
 
+/// Capability numbers (linux/capability.h) the engine asks about.
+pub const CAP_FOWNER: u32 = 3;
+pub const CAP_FSETID: u32 = 4;
+
 /// Who asks: the caller's fs credentials as the kernel reports them.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -61,8 +65,13 @@ impl Caller {
     /// Whether the caller may keep set-ID bits on what it changes
     /// (CAP_FSETID in its effective set). Unknown callers (pid 0): yes.
     pub fn has_cap_fsetid(&self) -> bool {
-        // CAP_FSETID is capability 4 (linux/capability.h).
-        self.pid == 0 || sys::process_has_cap(self.pid, 4)
+        self.has_cap(CAP_FSETID)
+    }
+
+    /// Whether the caller holds capability `cap` (linux/capability.h) in its
+    /// effective set. Unknown callers (pid 0): yes.
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.pid == 0 || sys::process_has_cap(self.pid, cap)
     }
 
     /// Whether the caller belongs to `gid` (primary or supplementary group).

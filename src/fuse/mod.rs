@@ -649,7 +649,7 @@ impl Filesystem for OverlayFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -657,7 +657,16 @@ impl Filesystem for OverlayFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.ovl.setxattr(ino.0, name, value, flags) {
+        let set = self.ovl.setxattr(ino.0, name, value, flags).and_then(|()| {
+            // A new access ACL updates the mode (the upper filesystem does
+            // that, with our privileges): set-group-ID goes unless the caller
+            // is in the file's group or has CAP_FSETID (posix_acl_update_mode).
+            match name.as_bytes() == b"system.posix_acl_access" {
+                true => self.ovl.drop_sgid_unless_member(ino.0, &caller(req)),
+                false => Ok(()),
+            }
+        });
+        match set {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("setxattr", e)),
         }
