@@ -167,6 +167,44 @@ const PASSTHROUGH_FLAGS: &[&str] = &[
     "dirsync",
 ];
 
+/// How reads update access times (the mount's atime flags, as the kernel
+/// overlay applies them to its upper files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Atime {
+    /// `noatime`.
+    Never,
+    /// `relatime`, the default: when older than the last change, or a day old.
+    Relative,
+    /// `strictatime`: on every read.
+    Always,
+}
+
+impl Config {
+    /// The atime policy the mount's flags give files (the last flag wins).
+    pub fn atime(&self) -> Atime {
+        let mut a = Atime::Relative;
+        for o in &self.fuse_options {
+            match o.as_str() {
+                "noatime" => a = Atime::Never,
+                // `atime` only cancels noatime.
+                "atime" if a == Atime::Never => a = Atime::Relative,
+                "relatime" => a = Atime::Relative,
+                "strictatime" | "norelatime" => a = Atime::Always,
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// The policy for directories: as files', `Never` with nodiratime.
+    pub fn dir_atime(&self) -> Atime {
+        match self.fuse_options.iter().any(|o| o == "nodiratime") {
+            true => Atime::Never,
+            false => self.atime(),
+        }
+    }
+}
+
 /// Options accepted and ignored: they are either the default here or
 /// meaningless for a FUSE mount (mount.fuse3 and Podman pass some of them).
 const IGNORED: &[&str] = &[

@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 use super::copy_up::CopyUp;
 use super::node::Node;
 use super::{Errno, Overlay, Result};
+use crate::params::Atime;
 use crate::sys;
+use std::os::fd::BorrowedFd;
 
 /// One open of a regular file.
 pub struct OpenFile {
@@ -96,11 +98,9 @@ impl Overlay {
         // Where the data is: the upper copy, or (read-only) a lower or metacopy data file.
         let on_upper = node.data_in_upper();
         let fd = node.data_fd()?.ok_or(Errno::ENOENT)?;
-        let real = match on_upper {
-            true => sys::reopen(fd.as_fd(), real_flags(flags))?,
-            // Lower layers are never changed, atimes included.
-            false => sys::reopen_noatime(fd.as_fd(), real_flags(flags))?,
-        };
+        // Lower layers are never changed, atimes included; upper atimes
+        // follow the mount's flags, applied on each read (touch_atime).
+        let real = sys::reopen_noatime(fd.as_fd(), real_flags(flags))?;
         Ok(self.register_open(node, flags, real, on_upper))
     }
 
@@ -131,7 +131,14 @@ impl Overlay {
         if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
             return None;
         }
-        sys::reopen(up.as_fd(), libc::O_RDWR | libc::O_LARGEFILE).ok()
+        // The kernel reads a backing file with the caller's open flags, and
+        // the upper filesystem's own mount (relatime) decides its atime:
+        // right for relatime; noatime and strictatime reads are served here,
+        // where the mount's policy is applied.
+        match self.cfg.atime() {
+            Atime::Relative => sys::reopen(up.as_fd(), libc::O_RDWR | libc::O_LARGEFILE).ok(),
+            Atime::Never | Atime::Always => None,
+        }
     }
 
     pub(super) fn register_open(
@@ -172,6 +179,9 @@ impl Overlay {
                 break;
             }
             done += n;
+        }
+        if f.on_upper.load(Ordering::Relaxed) && f.flags & libc::O_NOATIME == 0 {
+            touch_atime(fd.as_fd(), self.cfg.atime());
         }
         Ok(done)
     }
@@ -240,5 +250,24 @@ impl Overlay {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Update an upper file's atime after a read as the mount's policy says (the
+/// kernel's touch_atime with relatime_need_update); best effort.
+fn touch_atime(fd: BorrowedFd<'_>, policy: Atime) {
+    let needed = match policy {
+        Atime::Never => false,
+        Atime::Always => true,
+        Atime::Relative => sys::fstat(fd).is_ok_and(|st| {
+            let now = sys::now_timespec().tv_sec;
+            let at = (st.st_atime, st.st_atime_nsec);
+            at <= (st.st_mtime, st.st_mtime_nsec)
+                || at <= (st.st_ctime, st.st_ctime_nsec)
+                || now - st.st_atime >= 24 * 3600
+        }),
+    };
+    if needed {
+        let _ = sys::futimens_path(fd, Some(sys::now_timespec()), None);
     }
 }

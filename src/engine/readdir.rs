@@ -114,10 +114,11 @@ fn dtype_to_kind(d: u8) -> Option<u32> {
 
 /// Entries of one real directory as (name, ino, kind, is_whiteout). A lower
 /// one is read without touching its atime (the layer never changes), an
-/// upper one as any directory, as the kernel overlay reads them.
-fn read_layer_dir(dir: BorrowedFd<'_>, lower: bool) -> Result<Vec<(OsString, u64, u32, bool)>> {
+/// upper one as any directory, as the kernel overlay reads them, unless the
+/// mount is noatime or nodiratime (`noatime`).
+fn read_layer_dir(dir: BorrowedFd<'_>, noatime: bool) -> Result<Vec<(OsString, u64, u32, bool)>> {
     let mut out = Vec::new();
-    let entries = match lower {
+    let entries = match noatime {
         true => sys::read_dir_noatime(dir)?,
         false => sys::read_dir(dir)?,
     };
@@ -201,7 +202,8 @@ impl Overlay {
                 && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure))
                     .is_ok_and(|v| is_yes(&v));
             let mut translated = false;
-            for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd(), false)? {
+            let noatime = self.cfg.dir_atime() == crate::params::Atime::Never;
+            for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd(), noatime)? {
                 let ino = real_ino;
                 if !wh {
                     let key = Key::new(dev, ino);

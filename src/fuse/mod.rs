@@ -15,6 +15,7 @@ use fuser::{
 };
 
 use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
+use crate::params::Atime;
 
 mod given;
 mod io_mode;
@@ -460,7 +461,9 @@ impl Filesystem for OverlayFs {
                 self.ovl.invalidate_attrs(ino.0);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
             }
+            // strictatime: every open reads from us, so each read is counted.
             Decision::Daemon { keep_cache } => {
+                let keep_cache = keep_cache && self.ovl.config().atime() != Atime::Always;
                 // Flush does nothing here: spare the kernel the request.
                 let flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH

@@ -313,6 +313,21 @@ pub fn mount_kernel(
     mnt: &Path,
     extra_opts: &[&str],
 ) -> Result<(), String> {
+    // Atime flags are the mount's, not the overlay's options.
+    let atime_flag = |o: &str| match o {
+        "noatime" => Some(libc::MS_NOATIME),
+        "relatime" => Some(libc::MS_RELATIME),
+        "strictatime" => Some(libc::MS_STRICTATIME),
+        "nodiratime" => Some(libc::MS_NODIRATIME),
+        _ => None,
+    };
+    let mount_flags: libc::c_ulong = extra_opts.iter().filter_map(|o| atime_flag(o)).sum();
+    let extra: Vec<&str> = extra_opts
+        .iter()
+        .copied()
+        .filter(|o| atime_flag(o).is_none())
+        .collect();
+    let extra_opts = &extra[..];
     let opts = overlay_options(lowers, upper, work, extra_opts)?;
     // mount(2) takes one page of options: more layers go one by one.
     if opts.len() >= 4096 {
@@ -320,7 +335,7 @@ pub fn mount_kernel(
     }
     let data = CString::new(opts.clone()).unwrap();
     let ov = CString::new("overlay").unwrap();
-    let flags = if upper.is_none() { libc::MS_RDONLY } else { 0 };
+    let flags = mount_flags | if upper.is_none() { libc::MS_RDONLY } else { 0 };
     let r = unsafe {
         libc::mount(
             ov.as_ptr(),
