@@ -656,11 +656,9 @@ fn remount_flags(options: &[String]) -> Result<Option<libc::c_ulong>> {
             "strictatime" => flags |= libc::MS_STRICTATIME,
             "sync" => flags |= libc::MS_SYNCHRONOUS,
             // As the kernel overlay through mount(2): every other option is
-            // ignored on a remount (mount helpers pass the whole option
-            // list again); said, since none of them changes anything.
-            other => eprintln!(
-                "ovlfs: -o remount: \"{other}\" ignored (only generic mount flags change on a remount)"
-            ),
+            // ignored, silently, on a remount (mount helpers pass the whole
+            // option list again, and scripts read what is printed).
+            _ => {}
         }
     }
     Ok(Some(flags))
