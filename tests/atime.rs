@@ -65,3 +65,31 @@ fn reads_update_atimes_as_the_mount_flags_say() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// A read-only mount (lowers only) changes no layer's atimes, as the kernel
+/// overlay (whose lower layers are never written).
+#[test]
+fn read_only_mounts_leave_lower_atimes_alone() {
+    if !require_root_and_fuse() {
+        return;
+    }
+    let s = Scratch::new().unwrap();
+    let d = s.subdir("ro");
+    let (l1, l2, m) = (d.join("l1"), d.join("l2"), d.join("m"));
+    for p in [&l1, &l2, &m] {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(l1.join("f"), "data").unwrap();
+    let old = libc::timespec {
+        tv_sec: 1_000_000_000,
+        tv_nsec: 0,
+    };
+    let c = std::ffi::CString::new(l1.join("f").to_str().unwrap()).unwrap();
+    // SAFETY: valid C string and a two-element array.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [old, old].as_ptr(), 0) };
+    assert_eq!(r, 0);
+    mount_ovlfs(&[l1.clone(), l2], None, None, &m, &[]).unwrap();
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"data");
+    unmount(&m).unwrap();
+    assert_eq!(fs::metadata(l1.join("f")).unwrap().atime(), 1_000_000_000);
+}

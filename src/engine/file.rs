@@ -14,7 +14,6 @@ use super::node::Node;
 use super::{Errno, Overlay, Result};
 use crate::params::Atime;
 use crate::sys;
-use std::os::fd::BorrowedFd;
 
 /// One open of a regular file.
 pub struct OpenFile {
@@ -35,7 +34,10 @@ impl OpenFile {
             && self.node.data_in_upper()
             && let Some(up) = self.node.upper()?
         {
-            let fresh = Arc::new(sys::reopen(up.as_fd(), self.flags & !libc::O_TRUNC)?);
+            let fresh = Arc::new(sys::reopen(
+                up.as_fd(),
+                real_flags(self.flags) & !libc::O_TRUNC,
+            )?);
             *self.fd.write().unwrap() = fresh;
             self.on_upper.store(true, Ordering::Release);
         }
@@ -98,9 +100,14 @@ impl Overlay {
         // Where the data is: the upper copy, or (read-only) a lower or metacopy data file.
         let on_upper = node.data_in_upper();
         let fd = node.data_fd()?.ok_or(Errno::ENOENT)?;
-        // Lower layers are never changed, atimes included; upper atimes
-        // follow the mount's flags, applied on each read (touch_atime).
-        let real = sys::reopen_noatime(fd.as_fd(), real_flags(flags))?;
+        // Lower layers are never changed, atimes included. Upper atimes follow
+        // the mount's flags: relatime is left to the upper filesystem's own
+        // (the same rule, and no ctime change), the others are applied on
+        // each read (touch_atime).
+        let real = match on_upper && self.cfg.atime() == Atime::Relative {
+            true => sys::reopen(fd.as_fd(), real_flags(flags))?,
+            false => sys::reopen_noatime(fd.as_fd(), real_flags(flags))?,
+        };
         Ok(self.register_open(node, flags, real, on_upper))
     }
 
@@ -113,13 +120,13 @@ impl Overlay {
         if f.node.kind != libc::S_IFREG {
             return None;
         }
-        // Nothing is ever copied up on a read-only mount: lower data too.
+        // A read-only mount is served here: the kernel reads a backing file
+        // with the caller's open flags through the layer's own mount, so a
+        // passed-through read would change the atime of a lower file (never
+        // changed by the kernel overlay) or of an upper one (a read-only
+        // overlay changes none).
         if self.read_only() {
-            let data = f.node.data_fd().ok()??;
-            if !f.node.data_in_upper() {
-                return sys::reopen_noatime(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
-            }
-            return sys::reopen(data.as_fd(), libc::O_RDONLY | libc::O_LARGEFILE).ok();
+            return None;
         }
         if !f.node.data_in_upper() || !f.on_upper.load(Ordering::Relaxed) {
             return None;
@@ -180,8 +187,13 @@ impl Overlay {
             }
             done += n;
         }
-        if f.on_upper.load(Ordering::Relaxed) && f.flags & libc::O_NOATIME == 0 {
-            touch_atime(fd.as_fd(), self.cfg.atime());
+        if self.cfg.atime() == Atime::Always
+            && f.on_upper.load(Ordering::Relaxed)
+            && f.flags & libc::O_NOATIME == 0
+            && !self.read_only()
+        {
+            // Changes the ctime too (the kernel's touch_atime does not).
+            let _ = sys::futimens_path(fd.as_fd(), Some(sys::now_timespec()), None);
         }
         Ok(done)
     }
@@ -250,24 +262,5 @@ impl Overlay {
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-/// Update an upper file's atime after a read as the mount's policy says (the
-/// kernel's touch_atime with relatime_need_update); best effort.
-fn touch_atime(fd: BorrowedFd<'_>, policy: Atime) {
-    let needed = match policy {
-        Atime::Never => false,
-        Atime::Always => true,
-        Atime::Relative => sys::fstat(fd).is_ok_and(|st| {
-            let now = sys::now_timespec().tv_sec;
-            let at = (st.st_atime, st.st_atime_nsec);
-            at <= (st.st_mtime, st.st_mtime_nsec)
-                || at <= (st.st_ctime, st.st_ctime_nsec)
-                || now - st.st_atime >= 24 * 3600
-        }),
-    };
-    if needed {
-        let _ = sys::futimens_path(fd, Some(sys::now_timespec()), None);
     }
 }
