@@ -81,7 +81,11 @@ const REGRESSION_SEEDS: &[u64] = &[20, 28, 49, 182, 240];
 /// 54, 175: fstat of a file unlinked while open (leaf nodes found by name).
 /// 294, 414 (index=on): an xattr change through a name of an indexed file
 /// that is not linked up yet must not link it up (it goes to the index inode).
-const REGRESSION_SEEDS_V2: &[u64] = &[54, 134, 175, 289, 294, 325, 346, 367, 395, 414];
+/// 35, 109, 139, 312: chown(-1, -1) of a set-ID file (an empty setattr under
+/// KILLPRIV_V2) kept the set-ID bits.
+const REGRESSION_SEEDS_V2: &[u64] = &[
+    35, 54, 109, 134, 139, 175, 289, 294, 312, 325, 346, 367, 395, 414,
+];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Impl {

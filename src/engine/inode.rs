@@ -57,6 +57,8 @@ pub struct SetAttr {
     /// The kernel says the change drops set-ID bits (KILLPRIV_V2): the
     /// caller lacks CAP_FSETID (see `Overlay::drop_setid`).
     pub kill_suidgid: bool,
+    /// The change is a chown (of the owner or the group).
+    pub chown: bool,
 }
 
 impl Overlay {
@@ -225,7 +227,7 @@ impl Overlay {
     /// allows only the owner or a holder of CAP_FOWNER (setattr_prepare: no
     /// ATTR_FORCE on chown), before anything changes.
     fn check_chown_kill(&self, node: &Node, set: &SetAttr, caller: &Caller) -> Result<()> {
-        if !set.kill_suidgid || (set.uid.is_none() && set.gid.is_none()) {
+        if !set.kill_suidgid || !set.chown {
             return Ok(());
         }
         if node.kind != libc::S_IFREG {
