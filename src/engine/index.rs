@@ -67,12 +67,7 @@ impl Overlay {
         let uroot = upper.root.as_fd();
         // As the kernel: a value that does not parse counts as none and is
         // replaced; only a valid handle of another root refuses the mount.
-        let stored = sys::getxattr(uroot, origin).and_then(|v| {
-            OvlFb::decode(&v)
-                .and_then(|fb| fb.encode())
-                .map_err(|_| Errno::ENODATA)
-        });
-        match stored {
+        match self.stored_root_origin(uroot) {
             Ok(v) if v == root_fh => {}
             Ok(_) => {
                 return Err(SetupError::IndexMismatch(
@@ -133,6 +128,17 @@ impl Overlay {
         Ok(Some(Arc::new(dir)))
     }
 
+    /// The upper root's origin as a valid handle (re-encoded); ENODATA for
+    /// none or one that does not parse.
+    fn stored_root_origin(&self, uroot: BorrowedFd<'_>) -> Result<Vec<u8>> {
+        let origin = self.xattr.get(OvlXattr::Origin);
+        sys::getxattr(uroot, origin).and_then(|v| {
+            OvlFb::decode(&v)
+                .and_then(|fb| fb.encode())
+                .map_err(|_| Errno::ENODATA)
+        })
+    }
+
     /// A read-only mount: an existing `W/index` is used for lookups, as the
     /// kernel does (names not linked up show the index copy), after the same
     /// checks of whom it belongs to; nothing is written or cleaned up.
@@ -149,14 +155,8 @@ impl Overlay {
             Err(e) => return Err(setup_err(path, "cannot open (not a directory?)")(e)),
         };
         let root_fh = self.origin_value(0, self.lowers[0].root.as_fd());
-        let origin = self.xattr.get(OvlXattr::Origin);
         let uroot = upper.root.as_fd();
-        let stored = sys::getxattr(uroot, origin).and_then(|v| {
-            OvlFb::decode(&v)
-                .and_then(|fb| fb.encode())
-                .map_err(|_| Errno::ENODATA)
-        });
-        if stored.is_ok_and(|v| v != root_fh) {
+        if self.stored_root_origin(uroot).is_ok_and(|v| v != root_fh) {
             return Err(SetupError::IndexMismatch(
                 upper.path.clone(),
                 "its root's origin is another lower root than the first lowerdir (the lower layers \
