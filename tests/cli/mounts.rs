@@ -468,7 +468,7 @@ fn foreground_mode_stays_attached_until_unmount() {
         .args(["-f", "-o", &l.opts(), &s(&l.mnt)])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ovlfs -f");
     let mounted = wait_until(COMMAND_TIMEOUT, || {
@@ -490,6 +490,13 @@ fn foreground_mode_stays_attached_until_unmount() {
         panic!("ovlfs -f still running 10s after umount")
     });
     assert!(st.success(), "ovlfs -f exit status after umount: {st:?}");
+    // A clean unmount is not an error (fuser tried to unmount again: EINVAL).
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.is_empty(),
+        "ovlfs -f printed at a clean unmount:\n{err}"
+    );
 }
 
 #[test]

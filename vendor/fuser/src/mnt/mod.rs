@@ -207,7 +207,10 @@ fn is_mounted(fuse_device: &DevFuse) -> bool {
         let res = poll(slice::from_mut(&mut poll_fd), PollTimeout::ZERO);
         break match res {
             Ok(0) => true,
-            Ok(1) => poll_fd
+            // POLLERR: the connection is gone, so is the mount (as libfuse's
+            // fuse_kern_unmount reads it; ovlfs patch: upstream had it
+            // inverted and unmounted an unmounted path, EINVAL).
+            Ok(1) => !poll_fd
                 .revents()
                 .is_some_and(|r| r.contains(PollFlags::POLLERR)),
             Ok(_) => unreachable!(),
