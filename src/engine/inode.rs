@@ -164,11 +164,7 @@ impl Overlay {
             sys::fchmod(fd, mode & 0o7777)?;
         }
         if set.kill_suidgid && node.kind == libc::S_IFREG {
-            let st = sys::fstat(fd)?;
-            let killed = killed_mode(st.st_mode & 0o7777, st.st_gid, caller);
-            if killed != st.st_mode & 0o7777 {
-                sys::fchmod(fd, killed)?;
-            }
+            kill_setid(fd, caller)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             let a = set.atime.map(Timestamp::to_timespec);
@@ -214,10 +210,7 @@ impl Overlay {
                 self.copy_up_meta(&node)?
             }
         };
-        let st = sys::fstat(fd.as_fd())?;
-        let killed = killed_mode(st.st_mode & 0o7777, st.st_gid, caller);
-        if killed != st.st_mode & 0o7777 {
-            sys::fchmod(fd.as_fd(), killed)?;
+        if kill_setid(fd.as_fd(), caller)? {
             self.attr_changed(ino);
         }
         Ok(())
@@ -319,6 +312,18 @@ impl Overlay {
         let upper = self.xattr_upper(&node)?;
         sys::removexattr(upper.as_fd(), &real)
     }
+}
+
+/// Drop the set-ID bits of the real file `fd` by `killed_mode`; whether the
+/// mode changed.
+fn kill_setid(fd: std::os::fd::BorrowedFd<'_>, caller: &Caller) -> Result<bool> {
+    let st = sys::fstat(fd)?;
+    let killed = killed_mode(st.st_mode & 0o7777, st.st_gid, caller);
+    if killed == st.st_mode & 0o7777 {
+        return Ok(false);
+    }
+    sys::fchmod(fd, killed)?;
+    Ok(true)
 }
 
 /// The mode a change by `caller` leaves where the kernel says set-ID bits

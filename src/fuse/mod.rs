@@ -189,25 +189,6 @@ impl OverlayFs {
         ferr(e)
     }
 
-    /// Drop set-ID bits of the file written through `fh` unless the caller
-    /// has CAP_FSETID (for the writes the kernel sends no kill flag with).
-    fn drop_setid_unless_capable(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        req: &Request,
-    ) -> Result<(), Errno> {
-        let c = caller(req);
-        let setid = self
-            .ovl
-            .getattr(ino.0)
-            .is_ok_and(|a| a.stat.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0);
-        if setid && !c.has_cap_fsetid() {
-            self.ovl.drop_setid(ino.0, Some(fh.0), &c)?;
-        }
-        Ok(())
-    }
-
     /// Reply with a node the engine handed one kernel reference; give the
     /// reference back if the reply cannot be made.
     fn reply_node(
@@ -323,7 +304,8 @@ impl Filesystem for OverlayFs {
     ) {
         // A setattr that changes nothing is what the kernel sends for a chown
         // of neither id, or to remove privileges (file_remove_privs: writes
-        // by others, fallocate), with KILLPRIV_V2 and no kill flag: either
+        // by others, fallocate, copy_file_range), with KILLPRIV_V2 and no
+        // kill flag: either
         // drops set-ID bits. The two cannot be told apart, so the owner check
         // a real chown gets is not made (the kernel makes it for the chown).
         let nothing = [mode, uid, gid].iter().all(Option::is_none)
@@ -778,19 +760,14 @@ impl Filesystem for OverlayFs {
 
     fn fallocate(
         &self,
-        req: &Request,
-        ino: INodeNo,
+        _req: &Request,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        // The kernel sends no kill flag here (KILLPRIV_V2 covers write,
-        // truncate, chown and open): the caller's own capability decides.
-        if let Err(e) = self.drop_setid_unless_capable(ino, fh, req) {
-            return reply.error(self.fail("fallocate", e));
-        }
         match self.ovl.fallocate(fh.0, mode, offset, length) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail("fallocate", e)),
@@ -814,20 +791,17 @@ impl Filesystem for OverlayFs {
 
     fn copy_file_range(
         &self,
-        req: &Request,
+        _req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        ino_out: INodeNo,
+        _ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        if let Err(e) = self.drop_setid_unless_capable(ino_out, fh_out, req) {
-            return reply.error(self.fail("copy_file_range", e));
-        }
         match self
             .ovl
             .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
