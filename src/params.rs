@@ -88,6 +88,10 @@ pub struct Config {
     pub fsync: FsyncMode,
     /// POSIX ACLs enforced (`acl`, the default; `noacl`: modes only).
     pub acl: bool,
+    /// How reads update upper files' access times (from the atime flags).
+    pub atime: Atime,
+    /// The same for directories (`Never` with nodiratime).
+    pub dir_atime: Atime,
     /// Who may use the mount: `allow_other`, `allow_root`, `noallow_other`;
     /// `None`: decided at mount (see `daemon::callers`).
     pub callers: Option<Callers>,
@@ -179,30 +183,20 @@ pub enum Atime {
     Always,
 }
 
-impl Config {
-    /// The atime policy the mount's flags give files (the last flag wins).
-    pub fn atime(&self) -> Atime {
-        let mut a = Atime::Relative;
-        for o in &self.fuse_options {
-            match o.as_str() {
-                "noatime" => a = Atime::Never,
-                // `atime` only cancels noatime.
-                "atime" if a == Atime::Never => a = Atime::Relative,
-                "relatime" => a = Atime::Relative,
-                "strictatime" | "norelatime" => a = Atime::Always,
-                _ => {}
-            }
-        }
-        a
-    }
-
-    /// The policy for directories: as files', `Never` with nodiratime.
-    pub fn dir_atime(&self) -> Atime {
-        match self.fuse_options.iter().any(|o| o == "nodiratime") {
-            true => Atime::Never,
-            false => self.atime(),
+/// The atime policy the mount's flags give files (the last flag wins).
+fn atime_of(flags: &[String]) -> Atime {
+    let mut a = Atime::Relative;
+    for o in flags {
+        match o.as_str() {
+            "noatime" => a = Atime::Never,
+            // `atime` only cancels noatime.
+            "atime" if a == Atime::Never => a = Atime::Relative,
+            "relatime" => a = Atime::Relative,
+            "strictatime" | "norelatime" => a = Atime::Always,
+            _ => {}
         }
     }
+    a
 }
 
 /// Options accepted and ignored: they are either the default here or
@@ -339,6 +333,8 @@ impl Config {
             xino: Xino::Auto,
             fsync: FsyncMode::Auto,
             callers: None,
+            atime: Atime::Relative,
+            dir_atime: Atime::Relative,
             acl: true,
             fuse_options: Vec::new(),
             debug: false,
@@ -360,6 +356,11 @@ impl Config {
         if !have_lower {
             return Err(ParamError::Missing("lowerdir"));
         }
+        cfg.atime = atime_of(&cfg.fuse_options);
+        cfg.dir_atime = match cfg.fuse_options.iter().any(|o| o == "nodiratime") {
+            true => Atime::Never,
+            false => cfg.atime,
+        };
         // As the kernel: metacopy needs redirects (a renamed metacopy file finds
         // its data through one), and forces them on unless told otherwise.
         if cfg.metacopy {
@@ -640,6 +641,18 @@ mod tests {
             Config::parse(&["lowerdir=/a,fsync=sometimes"]).unwrap_err(),
             ParamError::BadValue(..)
         ));
+    }
+
+    #[test]
+    fn atime_flags_last_wins() {
+        let at = |o: &str| Config::parse(&[format!("lowerdir=/a,{o}")]).unwrap();
+        assert_eq!(at("rw").atime, Atime::Relative);
+        assert_eq!(at("noatime").atime, Atime::Never);
+        assert_eq!(at("noatime,atime").atime, Atime::Relative);
+        assert_eq!(at("strictatime,noatime").atime, Atime::Never);
+        assert_eq!(at("noatime,strictatime").atime, Atime::Always);
+        let c = at("strictatime,nodiratime");
+        assert_eq!((c.atime, c.dir_atime), (Atime::Always, Atime::Never));
     }
 
     #[test]

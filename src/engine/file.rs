@@ -104,7 +104,7 @@ impl Overlay {
         // the mount's flags: relatime is left to the upper filesystem's own
         // (the same rule, and no ctime change), the others are applied on
         // each read (touch_atime).
-        let real = match on_upper && self.cfg.atime() == Atime::Relative {
+        let real = match on_upper && self.cfg.atime == Atime::Relative {
             true => sys::reopen(fd.as_fd(), real_flags(flags))?,
             false => sys::reopen_noatime(fd.as_fd(), real_flags(flags))?,
         };
@@ -142,7 +142,7 @@ impl Overlay {
         // the upper filesystem's own mount (relatime) decides its atime:
         // right for relatime; noatime and strictatime reads are served here,
         // where the mount's policy is applied.
-        match self.cfg.atime() {
+        match self.cfg.atime {
             Atime::Relative => sys::reopen(up.as_fd(), libc::O_RDWR | libc::O_LARGEFILE).ok(),
             Atime::Never | Atime::Always => None,
         }
@@ -187,7 +187,7 @@ impl Overlay {
             }
             done += n;
         }
-        if self.cfg.atime() == Atime::Always
+        if self.cfg.atime == Atime::Always
             && f.on_upper.load(Ordering::Relaxed)
             && f.flags & libc::O_NOATIME == 0
             && !self.read_only()

@@ -202,7 +202,7 @@ impl Overlay {
                 && sys::getxattr(u.as_fd(), self.xattr.get(OvlXattr::Impure))
                     .is_ok_and(|v| is_yes(&v));
             let mut translated = false;
-            let noatime = self.cfg.dir_atime() == crate::params::Atime::Never;
+            let noatime = self.cfg.dir_atime == crate::params::Atime::Never;
             for (name, real_ino, kind, wh) in read_layer_dir(u.as_fd(), noatime)? {
                 let ino = real_ino;
                 if !wh {

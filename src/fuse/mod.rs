@@ -455,7 +455,7 @@ impl Filesystem for OverlayFs {
             }
             // strictatime: every open reads from us, so each read is counted.
             Decision::Daemon { keep_cache } => {
-                let keep_cache = keep_cache && self.ovl.config().atime() != Atime::Always;
+                let keep_cache = keep_cache && self.ovl.config().atime != Atime::Always;
                 // Flush does nothing here: spare the kernel the request.
                 let flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
