@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// fchmodat2(2), Linux 6.6 (not in libc 0.2 for every target).
 const SYS_FCHMODAT2: libc::c_long = 452;
 
+mod process;
 mod xattr;
+pub use process::*;
 pub use xattr::{getxattr, getxattr_at, listxattr, removexattr, setxattr};
 
 pub type Stat = libc::stat;
@@ -358,12 +360,6 @@ pub fn futimens(
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
 }
 
-/// The effective uid (0: root, possibly in a user namespace).
-pub fn geteuid() -> u32 {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 pub fn now_timespec() -> libc::timespec {
     libc::timespec {
         tv_sec: 0,
@@ -613,118 +609,6 @@ pub fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
     }
-}
-
-/// Process umask is applied by the kernel before requests reach us; clear ours
-/// so the modes we pass to the layers are taken as given.
-pub fn clear_umask() {
-    // SAFETY: always succeeds.
-    unsafe { libc::umask(0) };
-}
-
-/// Supplementary groups of a process, from /proc/PID/status.
-pub fn process_groups(pid: u32) -> Vec<u32> {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether process `pid` has capability `cap` in its effective set
-/// (false when it cannot be told).
-pub fn process_has_cap(pid: u32, cap: u32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1u64 << cap) != 0)
-}
-
-// ---- process control for daemonizing --------------------------------------------
-
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a two-element array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both fds are fresh.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-pub enum Forked {
-    Parent,
-    Child,
-}
-
-/// fork(2). Call only while the process has a single thread.
-pub fn fork() -> Result<Forked, Errno> {
-    // SAFETY: the caller guarantees no other threads exist.
-    match unsafe { libc::fork() } {
-        -1 => Err(Errno::last()),
-        0 => Ok(Forked::Child),
-        _ => Ok(Forked::Parent),
-    }
-}
-
-/// Detach from the terminal: new session, stdio to /dev/null (stderr kept if asked).
-pub fn detach(keep_stderr: bool) {
-    // SAFETY: setsid and dup2 on valid fds.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            if !keep_stderr {
-                libc::dup2(null, 2);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-    }
-    let _ = std::env::set_current_dir("/");
-}
-
-// ---- signals ----------------------------------------------------------------------
-
-const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-
-fn stop_sigset() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Block the stop signals in this thread and every thread it spawns later,
-/// so that one thread can wait for them with [`wait_stop_signal`].
-pub fn block_stop_signals() {
-    let set = stop_sigset();
-    // SAFETY: valid set; changes only this thread's mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
-
-/// Wait until SIGTERM, SIGINT or SIGHUP arrives; returns its number.
-pub fn wait_stop_signal() -> i32 {
-    let set = stop_sigset();
-    let mut sig = 0;
-    // SAFETY: valid set and out pointer.
-    unsafe { libc::sigwait(&set, &mut sig) };
-    sig
 }
 
 // ---- file handles and filesystem identity ------------------------------------------
