@@ -5,22 +5,24 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno as FErrno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr, Timestamp};
+use crate::engine::{Attr, Caller, Errno, Node, Overlay, SetAttr};
 use crate::params::Atime;
 
+mod attr;
 mod given;
 mod io_mode;
 mod listing;
 
+use attr::{file_type, missing_attr, timestamp, to_attr};
 use given::Given;
 use io_mode::{Decision, IoModes};
 
@@ -79,89 +81,6 @@ fn creator(req: &Request, umask: u32) -> Caller {
 
 fn ferr(e: Errno) -> FErrno {
     FErrno::from_i32(e.0)
-}
-
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::new((-sec) as u64, 0) + Duration::new(0, nsec as u32)
-    }
-}
-
-fn file_type(kind: u32) -> FileType {
-    match kind {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
-fn to_attr(a: &Attr) -> FileAttr {
-    let s = &a.stat;
-    FileAttr {
-        ino: INodeNo(a.st_ino),
-        size: s.st_size as u64,
-        blocks: s.st_blocks as u64,
-        atime: time(s.st_atime, s.st_atime_nsec),
-        mtime: time(s.st_mtime, s.st_mtime_nsec),
-        ctime: time(s.st_ctime, s.st_ctime_nsec),
-        crtime: UNIX_EPOCH,
-        kind: file_type(s.st_mode & libc::S_IFMT),
-        perm: (s.st_mode & 0o7777) as u16,
-        nlink: s.st_nlink as u32,
-        uid: s.st_uid,
-        gid: s.st_gid,
-        rdev: s.st_rdev as u32,
-        blksize: s.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-/// The attributes of a negative entry: node id 0 means "no such name".
-fn missing_attr() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
-
-fn timestamp(t: TimeOrNow) -> Timestamp {
-    match t {
-        TimeOrNow::Now => Timestamp::Now,
-        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp::At {
-                sec: d.as_secs() as i64,
-                nsec: d.subsec_nanos() as i64,
-            },
-            Err(e) => {
-                let d = e.duration();
-                let (mut sec, mut nsec) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
-                if nsec < 0 {
-                    sec -= 1;
-                    nsec += 1_000_000_000;
-                }
-                Timestamp::At { sec, nsec }
-            }
-        },
-    }
 }
 
 impl OverlayFs {
